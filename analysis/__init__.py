@@ -1,0 +1,1 @@
+"""Reads sweep results (Parquet only) and builds tables, figures and report pages."""

@@ -1,0 +1,1 @@
+"""Search-space files (one per study) and the runner they share."""

@@ -1,0 +1,90 @@
+"""The driver-side Ray callback that turns trial results into Parquet rows as they arrive."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from ray import tune
+
+from sweeps.storage import EPOCH_COLUMNS, LAYER_COLUMNS, Store
+from trainables.config import DEFAULTS
+
+FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
+
+
+def trial_row(trial_id: str, spec: dict, meta: dict, status: str, last: dict | None, error: str = "") -> dict:
+    """Everything that describes one trial, flattened: config, labels, outcome and provenance."""
+    last = last or {}
+    row = dict(trial_id=trial_id, sweep=meta["sweep"], study=meta["study"], status=status, error=error)
+    row.update({**DEFAULTS, **spec["config"]})
+    row.update(spec["labels"])
+    row.update(spec["facts"])
+    row.update({k: float(last.get(k, math.nan)) for k in FINAL_METRICS})
+    row.update(epochs_completed=int(last.get("epoch", 0)), train_seconds=float(last.get("time_total_s", math.nan)),
+               node_ip=str(last.get("node_ip", "")), code_version=meta["code_version"],
+               finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return row
+
+
+class Recorder(tune.Callback):
+    """Writes epochs/layers rows on every result and the trial row when a trial starts and ends.
+
+    It keeps no state that matters: Ray pickles callbacks with the experiment, and a
+    resumed sweep rebuilds the same files from what the trials report again.
+    """
+
+    def __init__(self, storage: str, name: str, meta: dict, specs: list[dict]):
+        self.storage, self.name, self.meta, self.specs = storage, name, meta, specs
+        self.finished = 0
+        self._store = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_store": None}
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.storage, self.name)
+        return self._store
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._write_trial(trial, "running", None)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        epoch = int(result["epoch"])
+        key = f"{trial.trial_id}-e{epoch:04d}"
+        row = {c: result.get(c, math.nan) for c in EPOCH_COLUMNS}
+        row.update(trial_id=trial.trial_id, sweep=self.meta["sweep"])
+        self.store.write_rows("epochs", key, [row], EPOCH_COLUMNS)
+        layers = [dict(layer, trial_id=trial.trial_id, epoch=epoch) for layer in result.get("layers", [])]
+        if layers:
+            self.store.write_rows("layers", key, layers, LAYER_COLUMNS)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        status = "diverged" if last.get("status") == "diverged" else "completed"
+        self._finish(trial, status, last)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = ""
+        try:
+            error = str(trial.get_error() or "")
+        except Exception:  # the message is a courtesy; the status is what matters
+            pass
+        self._finish(trial, "error", trial.last_result, error.strip().splitlines()[-1] if error.strip() else "")
+
+    def _write_trial(self, trial, status: str, last: dict | None, error: str = "") -> None:
+        spec = self.specs[trial.config["trial"]]
+        row = trial_row(trial.trial_id, spec, self.meta, status, last, error)
+        self.store.write_rows("trials", trial.trial_id, [row])
+
+    def _finish(self, trial, status: str, last: dict | None, error: str = "") -> None:
+        self._write_trial(trial, status, last, error)
+        self.finished += 1
+        last = last or {}
+        acc = last.get("val_acc", last.get("test_acc"))
+        score = f", {'val' if 'val_acc' in last else 'test'}_acc {acc:.3f}" if isinstance(acc, float) else ""
+        print(f"[{self.finished}/{len(self.specs)}] {self.specs[trial.config['trial']]['title']}: {status}"
+              f"{score} after {int(last.get('epoch', 0))} epochs{' - ' + error if error else ''}",
+              file=sys.stderr, flush=True)

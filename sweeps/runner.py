@@ -1,0 +1,213 @@
+"""The machinery every search-space file shares: flags, validation, data, Ray Tune, results.
+
+    validate everything -> load each data set once -> Tuner(run_trial) -> Parquet rows
+                                                        -> summary + exit code
+
+Every user mistake (an unknown key, a bad value, a missing data folder, an
+unwritable storage path, a bad sweep name) ends in one line on stderr and exit
+code 2, before Ray starts and before anything is written.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sweeps.grid import Sweep, axis, cross, replace_axis
+from sweeps.storage import Store
+from trainables.config import DEFAULTS, ConfigError, coerce, resolve
+from trainables.data import NUM_CLASSES, DataError, load_dataset
+from trainables.models import build_model, count_params
+
+EXIT_USAGE = 2
+
+
+def parse_args(argv, description: str, default_name: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="a tiny slice of the grid: 1 epoch, a few hundred images")
+    p.add_argument("--dry-run", action="store_true", help="list the trials with parameter counts; start nothing")
+    p.add_argument("--data-dir", default="./data",
+                   help="folder holding cifar-10-batches-py / cifar-100-python (downloaded there if absent)")
+    p.add_argument("--storage", default="./results", help="results root: a local path or a URI (s3://...)")
+    p.add_argument("--name", default=default_name, help="sweep name; results go to <storage>/<name>/")
+    p.add_argument("--epochs", type=int, help="shorthand for --set epochs=N")
+    p.add_argument("--seeds", type=int, default=1, help="repeat every trial with seeds 0..K-1")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a config value")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="replace (or add) the axis KEY with these values")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional GPUs, e.g. 0.25")
+    p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial from its checkpoint")
+    p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto or host:6379)")
+    return p.parse_args(argv)
+
+
+def _split_kv(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{flag} {text!r}: expected KEY=VALUE")
+    return key.strip(), value.strip()
+
+
+def plan(sweep: Sweep, args) -> list[dict]:
+    """The validated trial specs: {config, labels, title}; raises ConfigError."""
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
+    if args.epochs is not None:
+        args.set = [*args.set, f"epochs={args.epochs}"]
+    sets = dict(_split_kv(s, "--set") for s in args.set)
+    sets = {k: coerce(k, v) for k, v in sets.items()}
+    grid = (sweep.smoke_grid or sweep.grid) if args.smoke else sweep.grid
+    for text in args.grid:
+        key, values = _split_kv(text, "--grid")
+        parsed = [coerce(key, v) for v in values.split(",") if v.strip()]
+        if not parsed:
+            raise ConfigError(f"--grid {text!r}: no values")
+        grid = replace_axis(grid, key, parsed)
+    if args.seeds > 1:
+        if "seed" in grid.keys() or "seed" in sets:
+            raise ConfigError("--seeds: this sweep already sets `seed`; use one or the other")
+        grid = cross(grid, axis("seed", range(args.seeds)))
+    base = {**sweep.fixed, **(sweep.smoke if args.smoke else {})}
+    varied = sorted(grid.axis_keys())
+    specs, seen = [], set()
+    for point, labels in grid.points():
+        overrides = {**base, **point, **sets}
+        config = resolve(overrides)  # raises on unknown keys and bad values
+        key = repr(sorted(config.items())) + repr(sorted(labels.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        shown = [f"{k}={v}" for k, v in labels.items()] + [f"{k}={config[k]}" for k in varied if k not in labels]
+        specs.append(dict(config={k: config[k] for k in overrides},
+                          labels={k: v for k, v in labels.items() if k not in DEFAULTS},
+                          title=" ".join(shown) or "default"))
+    for spec in specs:
+        config = resolve(spec["config"])
+        spec["facts"] = dict(params=count_params(build_model(config, NUM_CLASSES[config["dataset"]])))
+    return specs
+
+
+def code_version() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+
+
+def load_data(specs: list[dict], data_dir: str) -> dict:
+    datasets = {}
+    for spec in specs:
+        name = resolve(spec["config"])["dataset"]
+        if name not in datasets:
+            datasets[name] = load_dataset(name, data_dir)
+            print(f"data: {datasets[name].describe()}", file=sys.stderr)
+    for spec in specs:
+        config = resolve(spec["config"])
+        data = datasets[config["dataset"]]
+        n_train = min(config["train_subset"] or len(data.train_y), len(data.train_y))
+        if config["val_size"] >= n_train:
+            raise ConfigError(f"val_size={config['val_size']} leaves no training images "
+                              f"({n_train} in {data.name})")
+        spec["facts"].update(data_source=data.source, n_train=n_train - config["val_size"],
+                             n_val=config["val_size"], n_test=min(config["test_subset"] or len(data.test_y),
+                                                                   len(data.test_y)))
+    return datasets
+
+
+def print_dry_run(specs: list[dict]) -> None:
+    for i, spec in enumerate(specs):
+        print(f"{i:3d}  {spec['title']:<60s}  params={spec['facts']['params']:,}")
+    print(f"{len(specs)} trials")
+
+
+def check_resources(args) -> None:
+    if args.cpus_per_trial <= 0:
+        raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial}: must be > 0")
+    if args.gpus_per_trial < 0 or (0 < args.gpus_per_trial and args.gpus_per_trial > 1
+                                   and not float(args.gpus_per_trial).is_integer()):
+        raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial}: use a fraction in (0, 1] or a whole number")
+    if args.max_failures < 0:
+        raise ConfigError(f"--max-failures {args.max_failures}: must be >= 0")
+
+
+def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, args) -> int:
+    import ray
+    from ray import tune
+
+    from sweeps.recorder import Recorder
+    from trainables.ray_trainable import run_trial
+
+    meta = dict(sweep=store.name, study=sweep.study, code_version=code_version())
+    store.write_json("sweep.json", dict(
+        **meta, description=sweep.description.strip(), argv=sys.argv, smoke=args.smoke, trials=len(specs),
+        seeds=args.seeds, started_at=time.strftime("%Y-%m-%dT%H:%M:%S"), host=socket.gethostname(),
+        data={name: d.describe() for name, d in datasets.items()}))
+    ray.init(address=args.address, include_dashboard=False, logging_level="warning",
+             runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})
+    try:
+        if args.gpus_per_trial > 0:
+            have = ray.cluster_resources().get("GPU", 0)
+            if have < min(args.gpus_per_trial, 1):
+                raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial}: the Ray cluster has {have:g} GPUs")
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, specs=specs, datasets=datasets, cpus_per_trial=args.cpus_per_trial),
+            {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+        tuner = tune.Tuner(
+            trainable,
+            # Ray expands dicts inside grid_search, so trials carry an index into `specs`.
+            param_space={"trial": tune.grid_search(list(range(len(specs))))},
+            run_config=tune.RunConfig(
+                name="tune", storage_path=store.uri, verbose=1,
+                callbacks=[Recorder(store.storage, store.name, meta, specs)],
+                failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+        started = time.perf_counter()
+        tuner.fit()
+        elapsed = time.perf_counter() - started
+    finally:
+        ray.shutdown()
+    return summarize(store, elapsed)
+
+
+def summarize(store: Store, elapsed: float) -> int:
+    from analysis.results import finalize_statuses
+    trials = finalize_statuses(store)
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    print(f"\nsweep {store.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+          + f" in {elapsed:.0f} s")
+    print(f"results: {store.uri}")
+    print(f"report:  python -m analysis.report {store.uri}")
+    return 1 if counts.get("error") else 0
+
+
+def main(sweep: Sweep, file: str, argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv, sweep.description, Path(file).stem)
+    try:
+        check_resources(args)
+        specs = plan(sweep, args)
+        if args.dry_run:
+            print_dry_run(specs)
+            return 0
+        store = Store(args.storage, args.name)
+        store.check_writable()
+        if store.exists():
+            raise ConfigError(f"{store.uri} already exists: choose another --name or remove that folder")
+        datasets = load_data(specs, os.path.abspath(os.path.expanduser(args.data_dir)))
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return run_sweep(sweep, specs, datasets, store, args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

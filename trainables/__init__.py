@@ -1,0 +1,1 @@
+"""Data, models, initialisation schemes and the training function, usable without Ray."""

@@ -1,0 +1,19 @@
+"""Activations by name. Each factory gets the config and the channel count of the layer."""
+from __future__ import annotations
+
+from torch import nn
+
+ACTIVATIONS = {
+    "relu": lambda cfg, ch: nn.ReLU(inplace=True),
+    # The seed's PReLU shares one learnable slope per layer (num_parameters=1).
+    "prelu": lambda cfg, ch: nn.PReLU(1 if cfg["prelu_shared"] else ch, init=cfg["prelu_init"]),
+    "leaky_relu": lambda cfg, ch: nn.LeakyReLU(cfg["act_slope"], inplace=True),
+    "sigmoid": lambda cfg, ch: nn.Sigmoid(),
+    "tanh": lambda cfg, ch: nn.Tanh(),
+    "elu": lambda cfg, ch: nn.ELU(inplace=True),
+    "gelu": lambda cfg, ch: nn.GELU(),
+}
+
+
+def make_activation(config: dict, channels: int) -> nn.Module:
+    return ACTIVATIONS[config["activation"]](config, channels)

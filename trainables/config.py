@@ -1,0 +1,145 @@
+"""The one table of defaults, and the checks every config passes before anything runs.
+
+A trial's config is a flat dict. A search-space file states only what its study
+changes; everything else comes from DEFAULTS. A key that is not in DEFAULTS, a
+value of the wrong type, a name that no registry knows or a number out of range
+raises ConfigError with a message that names the key and, for names, the
+closest valid choice.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+
+DEFAULTS: dict = dict(
+    # --- data ---
+    dataset="cifar10",        # cifar10 | cifar100 | synthetic (random images, CIFAR shapes)
+    train_subset=0,           # use only the first N training images (0 = all); for smoke runs
+    test_subset=0,            # likewise for the test set
+    val_size=0,               # images held out of train for validation, stratified by class
+    split_seed=0,             # fixed apart from `seed`, so every trial sees the same split
+    augment=True,             # random crop (pad 4) + horizontal flip, batched on the trial's device
+    # --- model ---
+    model="cnn",              # a name from trainables.models.MODELS
+    depth=5,                  # cnn: number of conv layers (first conv + depth-1 blocks)
+    width=32,                 # filters per conv
+    bn=True,                  # cnn: BatchNorm in the blocks after the first conv
+    activation="relu",        # a name from trainables.activations.ACTIVATIONS
+    act_slope=0.01,           # leaky_relu negative slope
+    prelu_init=0.25,          # PReLU's initial slope (PyTorch's default)
+    prelu_shared=True,        # one PReLU slope per layer (the seed's choice) or one per channel
+    # --- initialisation (applied after building; see trainables.inits) ---
+    init="he_normal",         # a name from trainables.inits.INITS
+    init_mode="fan_in",       # he_*: fan_in keeps forward variance, fan_out backward variance
+    init_nonlinearity="auto", # gain: auto = relu (sqrt 2) for he_*, linear (1) for xavier_*/orthogonal
+    init_std=1.0,             # std for init="normal"; the seed's baseline is N(0, 1)
+    init_targets="conv",      # which weights the scheme touches: conv | linear | all
+    # --- optimisation ---
+    optimizer="adam",         # adam | sgd
+    lr=1e-3,
+    momentum=0.9,             # sgd only
+    weight_decay=0.0,         # L2 term added to the gradient (Adam's classic weight_decay)
+    schedule="constant",      # constant | cosine (annealed per epoch to lr_min)
+    lr_min=0.0,
+    epochs=10,
+    batch_size=64,
+    seed=0,
+    # --- execution ---
+    device="auto",            # auto (cuda when the trial was given a GPU) | cpu | cuda
+    checkpoint_every=0,       # save model+optimizer+RNG every N epochs (0 = never)
+    grad_stats=True,          # per-layer mean |grad| each step; costs a few small kernels
+)
+
+# Names that must come from a registry; filled lazily to avoid import cycles.
+_REGISTRY_KEYS = ("dataset", "model", "activation", "init")
+
+CHOICES: dict[str, tuple] = dict(
+    init_mode=("fan_in", "fan_out"),
+    init_nonlinearity=("auto", "relu", "leaky_relu", "linear", "tanh", "sigmoid", "selu"),
+    init_targets=("conv", "linear", "all"),
+    optimizer=("adam", "sgd"),
+    schedule=("constant", "cosine"),
+    device=("auto", "cpu", "cuda"),
+)
+
+POSITIVE = ("depth", "width", "epochs", "batch_size", "lr")
+NON_NEGATIVE = ("train_subset", "test_subset", "val_size", "split_seed", "momentum",
+                "weight_decay", "lr_min", "checkpoint_every", "init_std", "prelu_init",
+                "act_slope", "seed")
+
+
+class ConfigError(ValueError):
+    """A user-facing mistake in a config, a sweep file or a command-line flag."""
+
+
+def suggest(name: str, valid) -> str:
+    """' (did you mean "x"?)' for the closest valid name, or a list of the valid ones."""
+    valid = sorted(map(str, valid))
+    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
+    if close:
+        return f' (did you mean "{close[0]}"?)'
+    return f" (valid: {', '.join(valid)})"
+
+
+def registry_choices() -> dict[str, tuple]:
+    from trainables import activations, data, inits, models
+    return dict(dataset=tuple(data.DATASETS), model=tuple(models.MODELS),
+                activation=tuple(activations.ACTIVATIONS), init=tuple(inits.INITS))
+
+
+def check_keys(keys, where: str = "config") -> None:
+    for key in keys:
+        if key not in DEFAULTS:
+            raise ConfigError(f'unknown {where} key "{key}"{suggest(key, DEFAULTS)}')
+
+
+def coerce(key: str, value):
+    """Convert `value` (possibly a command-line string) to the type of DEFAULTS[key]."""
+    check_keys([key])
+    default = DEFAULTS[key]
+    want = type(default)
+    if isinstance(value, str) and want is not str:
+        text = value.strip()
+        if want is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f'{key}={value!r}: expected true or false')
+        try:
+            return want(float(text)) if want is int and "e" in text.lower() else want(text)
+        except ValueError:
+            raise ConfigError(f"{key}={value!r}: expected {want.__name__}") from None
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _check_value(key: str, value, choices: dict) -> None:
+    want = type(DEFAULTS[key])
+    ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: expected {want.__name__}, got {type(value).__name__}")
+    if key in choices and value not in choices[key]:
+        raise ConfigError(f'{key}="{value}" is not a known {key}{suggest(value, choices[key])}')
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r}: must be a finite number")
+    if key in POSITIVE and value <= 0:
+        raise ConfigError(f"{key}={value!r}: must be > 0")
+    if key in NON_NEGATIVE and value < 0:
+        raise ConfigError(f"{key}={value!r}: must be >= 0")
+
+
+def resolve(overrides: dict) -> dict:
+    """DEFAULTS updated with `overrides`, type-coerced and fully validated."""
+    check_keys(overrides)
+    config = dict(DEFAULTS)
+    config.update({k: coerce(k, v) for k, v in overrides.items()})
+    choices = {**CHOICES, **registry_choices()}
+    for key, value in config.items():
+        _check_value(key, value, choices)
+    from trainables import models
+    models.MODELS[config["model"]].check(config)
+    return config

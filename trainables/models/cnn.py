@@ -1,0 +1,38 @@
+"""The CNN of study 000 (He et al. 2015 replication), at any depth.
+
+conv 3->w + act (no BN), then depth-1 blocks of conv w->w + BN + act, with a
+2x2 max-pool after every second block, then flatten and one linear layer.
+Pooling stops once the feature map is 1x1, so depths beyond the seed's 12
+still build (study 003 goes to 50).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from trainables.activations import make_activation
+from trainables.config import ConfigError
+from trainables.models import ModelSpec, register
+
+
+def build_cnn(config: dict, num_classes: int, image_size: int = 32) -> nn.Sequential:
+    width = config["width"]
+    layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), make_activation(config, width)]
+    size = image_size
+    for block in range(1, config["depth"]):
+        layers.append(nn.Conv2d(width, width, 3, padding=1))
+        if config["bn"]:
+            layers.append(nn.BatchNorm2d(width))
+        layers.append(make_activation(config, width))
+        if block % 2 == 0 and size > 1:
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+    layers += [nn.Flatten(), nn.Linear(width * size * size, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def check_cnn(config: dict) -> None:
+    if config["depth"] < 1:
+        raise ConfigError(f"depth={config['depth']}: the cnn needs at least one conv layer")
+
+
+register("cnn", ModelSpec(build_cnn, check_cnn, "study-000 CNN: conv + (depth-1) x [conv, BN, act], pool every 2nd"))

@@ -1,0 +1,39 @@
+"""The thin Ray Tune wrapper around `train`: checkpoints in, metrics and checkpoints out.
+
+Trials get their data set as an object-store reference through
+`tune.with_parameters`, so it is read from disk once per sweep, on the driver.
+Nothing here depends on the trial's working directory.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+from ray import tune
+
+from trainables.config import DEFAULTS
+from trainables.train import train
+
+STATE_FILE = "state.pt"
+
+
+def run_trial(trial: dict, specs: list[dict], datasets: dict, cpus_per_trial: float = 1.0) -> None:
+    """Ray's function trainable. `trial["trial"]` indexes the runner's list of trial specs."""
+    torch.set_num_threads(max(1, int(cpus_per_trial)))  # share the node, not every core per trial
+    config = specs[trial["trial"]]["config"]
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=False)
+
+    def report(metrics: dict, state: dict | None) -> None:
+        if state is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(state, os.path.join(folder, STATE_FILE))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    train(config, datasets[{**DEFAULTS, **config}["dataset"]], report, resume=resume)
