@@ -1,0 +1,58 @@
+"""Shared fixtures: the real CIFAR-10 subset (skipped when absent), tiny generated CIFAR folders."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset"
+
+
+@pytest.fixture(scope="session")
+def subset_dir() -> Path:
+    if not (SUBSET / "cifar-10-batches-py" / "batches.meta").exists():
+        pytest.skip(f"real CIFAR-10 subset not found at {SUBSET} (present in CI, absent in a fresh clone)")
+    return SUBSET
+
+
+def write_cifar10(root: Path, per_file: int = 20, num_classes: int = 10, seed: int = 0) -> Path:
+    """A CIFAR-10-format folder with `per_file` random images in each of the six batch files."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {b"batch_label": name.encode(), b"labels": [int(i % num_classes) for i in range(per_file)],
+                 b"data": rng.integers(0, 256, (per_file, 3072), dtype=np.uint8),
+                 b"filenames": [f"{name}_{i}.png".encode() for i in range(per_file)]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    meta = {b"label_names": [f"class{i}".encode() for i in range(num_classes)], b"num_cases_per_batch": per_file}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    return root
+
+
+def write_cifar100(root: Path, n_train: int = 200, n_test: int = 100, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n in (("train", n_train), ("test", n_test)):
+        batch = {b"fine_labels": [int(i % 100) for i in range(n)], b"coarse_labels": [int(i % 20) for i in range(n)],
+                 b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    meta = {b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}
+    (folder / "meta").write_bytes(pickle.dumps(meta))
+    return root
+
+
+@pytest.fixture
+def tiny_cifar10(tmp_path) -> Path:
+    return write_cifar10(tmp_path / "c10")
+
+
+@pytest.fixture
+def tiny_cifar100(tmp_path) -> Path:
+    return write_cifar100(tmp_path / "c100")
