@@ -48,6 +48,8 @@ DEFAULTS: dict = dict(
     device="auto",            # auto (cuda when the trial was given a GPU) | cpu | cuda
     checkpoint_every=0,       # save model+optimizer+RNG every N epochs (0 = never)
     grad_stats=True,          # per-layer mean |grad| each step; costs a few small kernels
+    fail_at_epoch=0,          # fault injection for tests: raise after reporting this epoch (0 = never).
+                              # A retry resumed from a checkpoint taken at that epoch does not fail again.
 )
 
 # Names that must come from a registry; filled lazily to avoid import cycles.
@@ -65,7 +67,7 @@ CHOICES: dict[str, tuple] = dict(
 POSITIVE = ("depth", "width", "epochs", "batch_size", "lr")
 NON_NEGATIVE = ("train_subset", "test_subset", "val_size", "split_seed", "momentum",
                 "weight_decay", "lr_min", "checkpoint_every", "init_std", "prelu_init",
-                "act_slope", "seed")
+                "act_slope", "seed", "fail_at_epoch")
 
 
 class ConfigError(ValueError):

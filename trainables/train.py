@@ -153,4 +153,6 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
             report(metrics, state)
         if diverged:
             break
+        if epoch == config["fail_at_epoch"]:
+            raise RuntimeError(f"fail_at_epoch={epoch}: injected failure")
     return {**{k: v for k, v in metrics.items() if k != "layers"}, "status": status}
