@@ -10,6 +10,7 @@ step loop never waits on a host sync.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Callable, Optional
@@ -146,9 +147,10 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
         due = config["checkpoint_every"] and (epoch % config["checkpoint_every"] == 0) and not diverged
         state = None
         if due:
-            state = dict(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                         scheduler=scheduler.state_dict(), generator=generator.get_state(),
-                         torch_rng=torch.get_rng_state())
+            # A snapshot, not live references: training goes on mutating the tensors.
+            state = copy.deepcopy(dict(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                       scheduler=scheduler.state_dict(), generator=generator.get_state(),
+                                       torch_rng=torch.get_rng_state()))
         if report is not None:
             report(metrics, state)
         if diverged:
