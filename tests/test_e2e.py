@@ -1,0 +1,63 @@
+"""Study 000 end to end through a real Ray: --smoke run, exact Parquet rows, then the report."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("results")
+    cmd = [sys.executable, "sweeps/depth_grid.py", "--smoke", "--set", "dataset=synthetic",
+           "--storage", str(storage), "--name", "smoke"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return storage / "smoke", proc
+
+
+def test_smoke_sweep_writes_exactly_the_expected_rows(smoke_sweep):
+    path, proc = smoke_sweep
+    trials = pd.read_parquet(path / "trials.parquet")
+    epochs = pd.read_parquet(path / "epochs.parquet")
+    layers = pd.read_parquet(path / "layers.parquet")
+    # smoke slice: init {he_normal, normal} x activation {relu} x depth {2, 5}, 1 epoch each
+    assert len(trials) == 4 and set(trials["status"]) == {"completed"}
+    assert sorted(zip(trials["init"], trials["depth"])) == [("he_normal", 2), ("he_normal", 5),
+                                                            ("normal", 2), ("normal", 5)]
+    assert set(trials["data_source"]) == {"synthetic"} and set(trials["epochs"]) == {1}
+    assert trials["trial_id"].is_unique and (trials["params"] > 0).all()
+    assert len(epochs) == 4 and set(epochs["epoch"]) == {1}
+    assert set(epochs["trial_id"]) == set(trials["trial_id"])
+    assert epochs["test_acc"].between(0, 1).all() and epochs["train_acc"].between(0, 1).all()
+    # a depth-d CNN has d convs + 1 linear layer
+    assert len(layers) == 2 * (3 + 6)
+    assert not layers.duplicated(["trial_id", "epoch", "layer"]).any()
+    assert "sweep smoke: 4 completed" in proc.stdout
+
+
+def test_report_builds_from_the_smoke_output(smoke_sweep):
+    path, _ = smoke_sweep
+    proc = subprocess.run([sys.executable, "-m", "analysis.report", str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| he_normal | relu |" in proc.stdout and "[src 55.8]" in proc.stdout
+    report = path / "report"
+    for name in ("final_test_acc.csv", "test_acc_vs_epoch.png", "avg_weight_vs_epoch.png", "gradient_flow.png"):
+        assert (report / name).stat().st_size > 0
+    table = pd.read_csv(report / "final_test_acc_long.csv")
+    assert len(table) == 4 and set(table["n"]) == {1}
+
+
+def test_existing_sweep_name_is_refused(smoke_sweep):
+    path, _ = smoke_sweep
+    cmd = [sys.executable, "sweeps/depth_grid.py", "--smoke", "--set", "dataset=synthetic",
+           "--storage", str(path.parent), "--name", "smoke"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "already exists" in proc.stderr
