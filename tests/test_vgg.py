@@ -153,3 +153,45 @@ def test_a_crashed_trial_resumes_from_its_checkpoint_with_the_same_epochs(tmp_pa
     grads = {run: tables["layers"][tables["layers"]["trial_id"] == trials.loc[run, "trial_id"]]["grad_abs_mean"]
              for run in trials.index}
     np.testing.assert_array_equal(grads["crashed"].to_numpy(), grads["clean"].to_numpy())
+
+
+def fabricated_tables(study: str) -> dict:
+    """Parquet-shaped tables of a finished 2-epoch sweep of `study`, without training anything."""
+    import pandas as pd
+    module = importlib.import_module(f"sweeps.{study}")
+    rows, epochs, layers = [], [], []
+    for i, (point, labels) in enumerate(module.SWEEP.grid.points()):
+        config = resolve({**module.SWEEP.fixed, **point})
+        tid = f"t{i}"
+        rows.append(dict(config, **labels, trial_id=tid, sweep=study, study=study, status="completed",
+                         params=1, data_source="subset", n_train=100, code_version="x", train_acc=0.5,
+                         val_acc=0.4, test_acc=0.4, train_loss=1.0, val_loss=1.2, test_loss=1.2))
+        for e in (1, 2):
+            epochs.append(dict(trial_id=tid, epoch=e, train_loss=1.0, train_acc=0.5, val_loss=1.2, val_acc=0.4,
+                               it_per_s=2.0 + i))
+            layers += [dict(trial_id=tid, epoch=e, layer=k, grad_abs_mean=10.0 ** -k)
+                       for k in range(weight_layer_count(config))]
+    return dict(trials=pd.DataFrame(rows), epochs=pd.DataFrame(epochs), layers=pd.DataFrame(layers))
+
+
+@pytest.mark.parametrize("study", ["vgg_depth", "vgg_regularization", "vgg_deeper"])
+def test_report_puts_the_study_figures_beside_ours(study, tmp_path):
+    from analysis import vgg
+    from analysis.report import Report
+    tables = fabricated_tables(study)
+    report = Report(tmp_path, tables, title=study)
+    vgg.build(report, tables)
+    assert {p.name for p in tmp_path.glob("*.png")} == {"loss_vs_epoch.png", "accuracy_vs_epoch.png",
+                                                         "gradient_flow.png"}
+    import pandas as pd
+    main_table = pd.read_csv(tmp_path / ("weight_decay.csv" if study == "vgg_regularization" else "final_metrics.csv"))
+    assert main_table["src val_loss"].notna().any() and (main_table["val_acc"] == 40.0).all()
+    if study == "vgg_regularization":
+        lr_batch = pd.read_csv(tmp_path / "lr_batch.csv")  # the shared baseline plus 3 LR and 2 batch settings
+        assert len(main_table) == 4 and len(lr_batch) == 6
+        assert lr_batch.set_index(["lr_scale", "batch_size"]).loc[(30.0, 100), "src train_loss"] == 3.16
+    if study == "vgg_deeper":
+        speeds = main_table.set_index("model")
+        assert speeds.loc["vgg68", "src it_per_s"] == 8.6 and speeds.loc["vgg68", "it_per_s"] == 3.0
+    flow = pd.read_csv(tmp_path / "gradient_summary.csv")
+    assert (flow["entry_over_last_conv"] > 1).all()  # fabricated grads fall with depth: entry is the largest
