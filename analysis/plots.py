@@ -16,17 +16,19 @@ def colours(values) -> dict:
 
 
 def panel_lines(df: pd.DataFrame, panel: list[str], line: str, x: str, y: str, *, ylabel: str, xlabel: str,
-                title: str, logy: bool = False, style: str | None = None, style_values: dict | None = None):
+                title: str, logy: bool = False, style: str | None = None, style_values: dict | None = None,
+                palette: dict | None = None):
     """One panel per combination of `panel` columns, one line per `line` value (mean over the rest).
 
     `style` splits each line further by a column drawn with different line styles,
     e.g. train (dashed) vs validation (solid), or first vs last epoch.
+    `palette` maps line values to colours (default: `colours`), e.g. a sequential map for epochs.
     """
     groups = list(df.groupby(panel, sort=True)) if panel else [((), df)]
     ncols = min(len(groups), 2 if len(groups) == 4 else 3)
     nrows = -(-len(groups) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False, sharey=True)
-    palette = colours(df[line])
+    palette = palette or colours(df[line])
     for ax, (key, sub) in zip(axes.flat, groups):
         key = key if isinstance(key, tuple) else (key,)
         for (value, sty), part in sub.groupby([line, style] if style else [line, line], sort=True):

@@ -24,6 +24,9 @@ from analysis.results import load  # noqa: E402
 
 STUDIES = {
     "depth_grid": "analysis.depth_grid",
+    "vgg_depth": "analysis.vgg",            # study 002, one module for its three sweeps
+    "vgg_regularization": "analysis.vgg",
+    "vgg_deeper": "analysis.vgg",
 }
 REFERENCE_FILE = Path(__file__).with_name("reference.json")
 

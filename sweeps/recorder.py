@@ -8,7 +8,7 @@ import time
 from ray import tune
 
 from sweeps.storage import EPOCH_COLUMNS, LAYER_COLUMNS, Store
-from trainables.config import DEFAULTS
+from trainables.config import resolve
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
 
@@ -17,7 +17,7 @@ def trial_row(trial_id: str, spec: dict, meta: dict, status: str, last: dict | N
     """Everything that describes one trial, flattened: config, labels, outcome and provenance."""
     last = last or {}
     row = dict(trial_id=trial_id, sweep=meta["sweep"], study=meta["study"], status=status, error=error)
-    row.update({**DEFAULTS, **spec["config"]})
+    row.update(resolve(spec["config"]))  # resolved, so a preset model's fixed keys show their true values
     row.update(spec["labels"])
     row.update(spec["facts"])
     row.update({k: float(last.get(k, math.nan)) for k in FINAL_METRICS})

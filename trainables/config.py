@@ -50,6 +50,11 @@ DEFAULTS: dict = dict(
     grad_stats=True,          # per-layer mean |grad| each step; costs a few small kernels
     fail_at_epoch=0,          # fault injection for tests: raise after reporting this epoch (0 = never).
                               # A retry resumed from a checkpoint taken at that epoch does not fail again.
+    # --- study 002: the VGG family (trainables/models/vgg.py; `bn`, `width`, `activation` apply too) ---
+    stages=3,                 # vgg: stages, each ending in a reduction block that halves the map (<= 5)
+    blocks=5,                 # vgg: processing blocks (conv, act, conv, act) per stage; 3 x 5 = VGG38
+    residual=False,           # vgg: identity skip around each processing block, added before its last act
+    lr_scale=1.0,             # multiplies lr AND lr_min: the study's "LR speed-up" of both cosine ends
 )
 
 # Names that must come from a registry; filled lazily to avoid import cycles.
@@ -64,10 +69,10 @@ CHOICES: dict[str, tuple] = dict(
     device=("auto", "cpu", "cuda"),
 )
 
-POSITIVE = ("depth", "width", "epochs", "batch_size", "lr")
+POSITIVE = ("depth", "width", "epochs", "batch_size", "lr", "stages", "lr_scale")
 NON_NEGATIVE = ("train_subset", "test_subset", "val_size", "split_seed", "momentum",
                 "weight_decay", "lr_min", "checkpoint_every", "init_std", "prelu_init",
-                "act_slope", "seed", "fail_at_epoch")
+                "act_slope", "seed", "fail_at_epoch", "blocks")
 
 
 class ConfigError(ValueError):
@@ -134,11 +139,29 @@ def _check_value(key: str, value, choices: dict) -> None:
         raise ConfigError(f"{key}={value!r}: must be >= 0")
 
 
+def apply_preset(config: dict, overrides: dict) -> None:
+    """Copy a named model's preset keys (e.g. model=vgg38 -> stages=3, blocks=5, bn=False) into `config`.
+
+    The name means exactly that architecture, so an explicit override that contradicts
+    it is a mistake, not a tweak; the generic family name takes such keys instead.
+    """
+    from trainables import models
+    spec = models.MODELS.get(config["model"])
+    if spec is None or not spec.preset:
+        return  # an unknown model name is reported with the other registry checks
+    for key, value in spec.preset.items():
+        if key in overrides and config[key] != value:
+            raise ConfigError(f'{key}={config[key]!r} contradicts model="{config["model"]}", which fixes '
+                              f"{key}={value!r}; use the generic family (e.g. model=vgg) with explicit keys")
+    config.update(spec.preset)
+
+
 def resolve(overrides: dict) -> dict:
     """DEFAULTS updated with `overrides`, type-coerced and fully validated."""
     check_keys(overrides)
     config = dict(DEFAULTS)
     config.update({k: coerce(k, v) for k, v in overrides.items()})
+    apply_preset(config, overrides)
     choices = {**CHOICES, **registry_choices()}
     for key, value in config.items():
         _check_value(key, value, choices)

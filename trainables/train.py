@@ -35,15 +35,16 @@ def pick_device(config: dict) -> torch.device:
 
 def make_optimizer(model: torch.nn.Module, config: dict) -> torch.optim.Optimizer:
     if config["optimizer"] == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
+        return torch.optim.SGD(model.parameters(), lr=config["lr"] * config["lr_scale"], momentum=config["momentum"],
                                weight_decay=config["weight_decay"])
     # Adam's weight_decay adds an L2 term to the gradient, as the source studies did.
-    return torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    return torch.optim.Adam(model.parameters(), lr=config["lr"] * config["lr_scale"], weight_decay=config["weight_decay"])
 
 
 def make_scheduler(optimizer, config: dict):
     if config["schedule"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"], eta_min=config["lr_min"])
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"],
+                                                          eta_min=config["lr_min"] * config["lr_scale"])
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
@@ -73,6 +74,9 @@ def evaluate(model, x, y, normalize) -> tuple[float, float]:
 
 def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: Optional[dict] = None) -> dict:
     config = resolve(config)
+    # On CPU a network whose signals vanish (plain VGG38) spends most of its time on denormal
+    # floats; flushing them to zero gave identical metrics at 2.5x the speed (31 s vs 76 s an epoch).
+    torch.set_flush_denormal(True)
     device = pick_device(config)
     torch.manual_seed(config["seed"])
     splits = {k: (x.to(device), y.to(device)) for k, (x, y) in trial_splits(data, config).items()}

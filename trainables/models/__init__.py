@@ -6,7 +6,7 @@ un-initialised nn.Module (trainables.inits applies the scheme afterwards) and
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from torch import nn
@@ -17,6 +17,9 @@ class ModelSpec:
     build: Callable[[dict, int], nn.Module]
     check: Callable[[dict], None] = lambda config: None
     describe: str = ""
+    # A named preset (e.g. vgg38_res) fixes these config keys; resolve() copies them into the
+    # config so every result row shows the true architecture, and rejects a conflicting override.
+    preset: dict = field(default_factory=dict)
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -35,3 +38,4 @@ def count_params(model: nn.Module) -> int:
 
 
 from trainables.models import cnn  # noqa: E402,F401  (registers itself)
+from trainables.models import vgg  # noqa: E402,F401  (registers vgg and the study-002 presets)
