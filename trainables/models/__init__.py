@@ -35,3 +35,4 @@ def count_params(model: nn.Module) -> int:
 
 
 from trainables.models import cnn  # noqa: E402,F401  (registers itself)
+from trainables.models import mlp  # noqa: E402,F401  (registers itself)
