@@ -24,6 +24,8 @@ from analysis.results import load  # noqa: E402
 
 STUDIES = {
     "depth_grid": "analysis.depth_grid",
+    "init_variance": "analysis.init_variance",
+    "dropout_lsuv": "analysis.dropout_lsuv",
 }
 REFERENCE_FILE = Path(__file__).with_name("reference.json")
 

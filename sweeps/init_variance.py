@@ -12,7 +12,7 @@ weight layer and zeroes the biases, so the closed-form per-layer factors apply
 from sweeps.grid import Sweep, axis, cross, variants
 from sweeps.runner import main
 
-INITS = dict(
+SCHEMES = dict(  # the label `scheme` (a trials column): `init` alone cannot tell he_fan_in from he_fan_out
     he_fan_in=dict(init="he_normal", init_mode="fan_in"),
     he_fan_out=dict(init="he_normal", init_mode="fan_out"),
     xavier=dict(init="xavier_normal"),
@@ -33,9 +33,9 @@ SWEEP = Sweep(
     study="init_variance",
     description=__doc__,
     fixed=dict(task="probe", dataset="cifar10", epochs=1, init_targets="all", init_bias="zero", augment=False),
-    grid=cross(variants("init", **INITS), axis("activation", ACTIVATIONS), variants("arch", **ARCHS),
+    grid=cross(variants("scheme", **SCHEMES), axis("activation", ACTIVATIONS), variants("arch", **ARCHS),
                axis("depth", [50])),
-    smoke_grid=cross(variants("init", **{k: INITS[k] for k in ("he_fan_in", "normal_1", "lsuv")}),
+    smoke_grid=cross(variants("scheme", **{k: SCHEMES[k] for k in ("he_fan_in", "normal_1", "lsuv")}),
                      axis("activation", ["relu"]), variants("arch", **ARCHS), axis("depth", [10])),
 )
 

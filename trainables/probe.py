@@ -47,8 +47,11 @@ def probe_batch(data: Dataset, config: dict) -> tuple[torch.Tensor, torch.Tensor
     return init_batch(train_x, train_y, config, Normalizer(data.mean, data.std, "cpu"))
 
 
-def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, list[dict]]:
-    """(loss, one dict per weight layer with the four variances above) for one forward/backward pass."""
+def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, backward: bool = True) -> tuple[float, list[dict]]:
+    """(loss, one dict per weight layer with the four variances above) for one forward/backward pass.
+
+    backward=False runs the forward pass only (the gradient columns are then NaN).
+    """
     layers = [layer for _, layer in weight_layers(model)]
     index = {id(layer): k for k, layer in enumerate(layers)}
     rows = [dict(pre_act_var=math.nan, post_act_var=math.nan) for _ in layers]
@@ -72,8 +75,10 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, 
     handles += [m.register_forward_hook(on_activation) for m in model.modules() if isinstance(m, ACTIVATION_TYPES)]
     try:
         model.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x.detach().requires_grad_(True)), y)
-        loss.backward()
+        with torch.set_grad_enabled(backward):
+            loss = F.cross_entropy(model(x.detach().requires_grad_(backward)), y)
+        if backward:
+            loss.backward()
     finally:
         for handle in handles:
             handle.remove()
