@@ -21,11 +21,11 @@ SCHEMES = dict(  # the label `scheme` (a trials column): `init` alone cannot tel
     orthogonal=dict(init="orthogonal"),
     lsuv=dict(init="lsuv"),
 )
-# Per-trial work stays tiny: 128 vectors through the MLP; 32 images through the CNN still give
-# 32 x H x W samples per channel, and its full-resolution convs are the sweep's main cost.
+# Per-trial work stays tiny: 128 vectors through the MLP; 16 images through the CNN still give
+# 16 x H x W samples per channel, and its full-resolution convs are the sweep's main cost.
 ARCHS = dict(
     mlp=dict(model="mlp", width=256, probe_input="gaussian", init_batch=128),
-    cnn=dict(model="cnn", width=32, bn=False, probe_input="data", init_batch=32),
+    cnn=dict(model="cnn", width=32, bn=False, probe_input="data", init_batch=16),
 )
 ACTIVATIONS = ["relu", "prelu", "leaky_relu", "tanh", "sigmoid"]
 
