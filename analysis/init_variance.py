@@ -72,6 +72,9 @@ def build(report: Report, tables: dict) -> None:
     wide.columns = [f"{a} {act}" for a, act in wide.columns]
     report.table("forward_ratio", wide.reset_index(),
                  "Forward Var(last layer) / Var(first layer) at init (1 = flat; >1 explodes; <1 vanishes)", main=True)
+    report.text("Reading the figures: He's gain sqrt(2) assumes ReLU. PReLU at its initial slope a = 0.25 passes "
+                "(1 + a^2)/2 of the variance, so under He it grows by 1 + a^2 = 1.0625 per layer (x20 over 50); "
+                "tanh and sigmoid are near-linear (gain 1, sigmoid with slope 1/4) at small inputs.")
     factors = relu_factors(rows)
     if len(factors):
         report.table("relu_mlp_factor", factors,
