@@ -27,6 +27,8 @@ STUDIES = {
     "vgg_depth": "analysis.vgg",            # study 002, one module for its three sweeps
     "vgg_regularization": "analysis.vgg",
     "vgg_deeper": "analysis.vgg",
+    "init_variance": "analysis.init_variance",
+    "dropout_lsuv": "analysis.dropout_lsuv",
 }
 REFERENCE_FILE = Path(__file__).with_name("reference.json")
 

@@ -17,3 +17,15 @@ ACTIVATIONS = {
 
 def make_activation(config: dict, channels: int) -> nn.Module:
     return ACTIVATIONS[config["activation"]](config, channels)
+
+
+def make_dropout(config: dict, where: str) -> list[nn.Module]:
+    """[nn.Dropout(p)] when the config puts dropout at `where` ("head" or "blocks"), else [].
+
+    nn.Dropout is inverted dropout: kept units are scaled by 1/(1-p) in training,
+    so evaluation needs no rescaling (checked in analysis/theory.py).
+    """
+    p = config["dropout"]
+    if p > 0 and config["dropout_at"] in (where, "all"):
+        return [nn.Dropout(p)]
+    return []

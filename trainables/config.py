@@ -55,6 +55,18 @@ DEFAULTS: dict = dict(
     blocks=5,                 # vgg: processing blocks (conv, act, conv, act) per stage; 3 x 5 = VGG38
     residual=False,           # vgg: identity skip around each processing block, added before its last act
     lr_scale=1.0,             # multiplies lr AND lr_min: the study's "LR speed-up" of both cosine ends
+    # --- study 003: signal propagation at init, dropout, LSUV ---
+    task="train",             # train | probe: measure per-layer variances of one forward/backward pass at init,
+                              # train nothing (trainables/probe.py); its rows are reported as epoch 1
+    init_batch=256,           # images that task=probe measures on and that data-dependent inits (lsuv) fit to
+    probe_input="data",       # data (normalised training images) | gaussian (N(0, I) of the same shape, as
+                              # the variance derivations assume)
+    init_bias="default",      # default (PyTorch's) | zero: biases of the targeted layers set to 0, as the
+                              # He/Xavier derivations assume (a default bias puts a floor under a decaying variance)
+    lsuv_tol=0.02,            # lsuv: stop rescaling a layer once |Var(its output) - 1| <= tol
+    lsuv_max_iter=10,         # lsuv: at most this many rescalings per layer
+    dropout=0.0,              # inverted-dropout drop probability in [0, 1) (0 = no dropout layers)
+    dropout_at="head",        # head: before the classifier | blocks: after every hidden activation | all: both
 )
 
 # Names that must come from a registry; filled lazily to avoid import cycles.
@@ -73,6 +85,12 @@ POSITIVE = ("depth", "width", "epochs", "batch_size", "lr", "stages", "lr_scale"
 NON_NEGATIVE = ("train_subset", "test_subset", "val_size", "split_seed", "momentum",
                 "weight_decay", "lr_min", "checkpoint_every", "init_std", "prelu_init",
                 "act_slope", "seed", "fail_at_epoch", "blocks")
+
+# study 003 keys (see their block in DEFAULTS)
+CHOICES.update(task=("train", "probe"), probe_input=("data", "gaussian"), init_bias=("default", "zero"),
+               dropout_at=("head", "blocks", "all"))
+POSITIVE += ("init_batch", "lsuv_tol", "lsuv_max_iter")
+PROBABILITY = ("dropout",)  # in [0, 1): p = 1 would drop every unit and divide by zero
 
 
 class ConfigError(ValueError):
@@ -137,6 +155,8 @@ def _check_value(key: str, value, choices: dict) -> None:
         raise ConfigError(f"{key}={value!r}: must be > 0")
     if key in NON_NEGATIVE and value < 0:
         raise ConfigError(f"{key}={value!r}: must be >= 0")
+    if key in PROBABILITY and not 0 <= value < 1:
+        raise ConfigError(f"{key}={value!r}: must be in [0, 1) (a drop probability; 1 would drop every unit)")
 
 
 def apply_preset(config: dict, overrides: dict) -> None:

@@ -260,3 +260,14 @@ class Normalizer:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.dtype) * self.scale - self.shift
+
+
+def init_batch(x: torch.Tensor, y: torch.Tensor, config: dict, normalize: Normalizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """`init_batch` normalised images (and labels) drawn from (x, y) for the probe and data-dependent inits.
+
+    Drawn with its own generator seeded by `seed`, so taking the batch moves no
+    other random stream: a trial draws the same weights with or without it.
+    """
+    g = torch.Generator().manual_seed(config["seed"])
+    idx = torch.randperm(len(y), generator=g)[: config["init_batch"]].to(y.device)
+    return normalize(x[idx]), y[idx]

@@ -4,7 +4,12 @@ Building and initialising are separate steps so that one builder serves every
 scheme (the source notebook kept two near-copies of its builder for this).
 `init_targets` chooses which weights a scheme touches: the seed's He runs only
 re-drew the conv weights, its N(0, 1) runs the conv and the final linear ones.
-Biases, BatchNorm and PReLU parameters keep their PyTorch defaults.
+Biases keep their PyTorch defaults unless `init_bias="zero"`; BatchNorm and
+PReLU parameters always do.
+
+Data-dependent schemes (LSUV) draw their weights like any other scheme, then
+REFINE fits them to a batch of inputs: `apply_init(model, config, batch)`.
+`needs_batch(config)` says whether a caller has to supply one.
 """
 from __future__ import annotations
 
@@ -50,6 +55,8 @@ INITS = {
     "normal": lambda w, cfg: nn.init.normal_(w, 0.0, cfg["init_std"]),
     "orthogonal": lambda w, cfg: nn.init.orthogonal_(w, gain(cfg, "linear")),
     "default": lambda w, cfg: None,  # keep PyTorch's own layer init
+    # LSUV (Mishkin & Matas 2016), step 1: orthonormal weights; step 2 (REFINE) rescales them on data.
+    "lsuv": lambda w, cfg: nn.init.orthogonal_(w, 1.0),
 }
 
 TARGETS = {"conv": (nn.Conv2d,), "linear": (nn.Linear,), "all": (nn.Conv2d, nn.Linear)}
@@ -61,10 +68,53 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 @torch.no_grad()
-def apply_init(model: nn.Module, config: dict) -> nn.Module:
+def lsuv_rescale(model: nn.Module, config: dict, batch: torch.Tensor, layers: list[nn.Module]) -> None:
+    """LSUV step 2: in forward order, scale each layer's weights until Var(its output) on `batch` is ~1.
+
+    One forward pass does it: each layer's forward hook rescales that layer and
+    hands the rescaled output on, so every later layer is fitted to the inputs
+    it will really see. Evaluation mode: dropout off, and BatchNorm neither uses
+    nor updates batch statistics, so fitting leaves no trace but the weights.
+    """
+    def fit(module, inputs, output):
+        for _ in range(config["lsuv_max_iter"]):
+            var = output.var().item()
+            if not math.isfinite(var) or var == 0 or abs(var - 1.0) <= config["lsuv_tol"]:
+                break
+            module.weight.mul_(var ** -0.5)
+            output = module.forward(*inputs)  # .forward, not __call__: no recursion into this hook
+        return output
+
+    handles = [layer.register_forward_hook(fit) for layer in layers]
+    training = model.training
+    try:
+        model.eval()
+        model(batch)
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()
+
+
+REFINE = {"lsuv": lsuv_rescale}  # data-dependent second steps: (model, config, batch, layers)
+
+
+def needs_batch(config: dict) -> bool:
+    return config["init"] in REFINE
+
+
+@torch.no_grad()
+def apply_init(model: nn.Module, config: dict, batch: torch.Tensor | None = None) -> nn.Module:
+    """Initialise the targeted layers of `model` in place; `batch` (normalised inputs) for data-dependent schemes."""
     scheme = INITS[config["init"]]
     kinds = TARGETS[config["init_targets"]]
-    for _, layer in weight_layers(model):
-        if isinstance(layer, kinds):
-            scheme(layer.weight, config)
+    targets = [layer for _, layer in weight_layers(model) if isinstance(layer, kinds)]
+    for layer in targets:
+        scheme(layer.weight, config)
+        if config["init_bias"] == "zero" and layer.bias is not None:
+            layer.bias.zero_()
+    if needs_batch(config):
+        if batch is None:
+            raise ValueError(f'init="{config["init"]}" is data-dependent: apply_init needs a batch of inputs')
+        REFINE[config["init"]](model, config, batch, targets)
     return model
