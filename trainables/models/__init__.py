@@ -35,3 +35,4 @@ def count_params(model: nn.Module) -> int:
 
 
 from trainables.models import cnn  # noqa: E402,F401  (registers itself)
+from trainables.models import conv_stack, resnet  # noqa: E402,F401  (study 004: baseline4, deeper7, resnet18)
