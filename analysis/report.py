@@ -24,6 +24,7 @@ from analysis.results import load  # noqa: E402
 
 STUDIES = {
     "depth_grid": "analysis.depth_grid",
+    "imbalance": "analysis.imbalance",
 }
 REFERENCE_FILE = Path(__file__).with_name("reference.json")
 
