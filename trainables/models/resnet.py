@@ -72,6 +72,9 @@ def check_resnet(config: dict) -> None:
     if config["resnet_weights"] and config["init"] != "default":
         raise ConfigError(f"model=resnet18 with resnet_weights: init={config['init']!r} would overwrite the "
                           "pretrained weights; set init=default")
+    weights = config["resnet_weights"]
+    if weights and weights != "imagenet" and not Path(weights).expanduser().is_file():
+        load_backbone_weights(weights)  # raises the "no such file" message before anything starts
     if config["freeze_backbone"] and not config["resnet_weights"]:
         raise ConfigError("freeze_backbone=true needs resnet_weights (a frozen random backbone learns nothing)")
 
