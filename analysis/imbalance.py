@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis.kernels import conv_weights, find_checkpoint, init_vs_final, load_state
 from analysis.plots import colours
-from analysis.report import Report, data_caveats
+from analysis.report import Report, data_caveats, reference
 
 COND = ["net", "class_weights", "imbalance_ratio"]
 METRICS = ["ova_acc", "precision", "recall", "bcr", "aggregated"]
@@ -96,6 +96,7 @@ def weighted_vs_unweighted(avg: pd.DataFrame, th: pd.DataFrame) -> pd.DataFrame:
     both = avg.merge(th, on=COND)
     cols = ["accuracy", "macro_recall", "macro_precision", "macro_aggregated", "tail_recall", "head_recall"]
     wide = both.pivot(index=["net", "imbalance_ratio"], columns="class_weights", values=cols)
+    wide = wide[[(m, w) for m in cols for w in weight_order(both["class_weights"])]]
     wide.columns = [f"{metric} [{w}]" for metric, w in wide.columns]
     return wide.reset_index()
 
@@ -183,7 +184,7 @@ def kernel_rows(path, chosen: pd.DataFrame, ratio: float) -> list:
 
 def build(report: Report, tables: dict) -> None:
     trials, classes, confusion = tables["trials"], tables["classes"], tables["confusion"]
-    for note in data_caveats(trials, {"epochs": 10}):  # the source's epochs are not stated; 10 is ours
+    for note in data_caveats(trials, {}):  # the source states no epochs or learning rate for all nets
         report.text(f"> {note}")
     if not len(classes):
         report.text("No per-class rows (classes.parquet is empty): run with class_metrics=final or every.")
@@ -212,6 +213,13 @@ def build(report: Report, tables: dict) -> None:
     report.table("weighted_vs_unweighted", weighted_vs_unweighted(avg, tail_head(per_class)).round(3),
                  "Weighted (inverse) vs unweighted loss side by side; tail/head recall = mean over the 3 "
                  "rarest / most frequent training classes")
+    ref = reference("imbalance")
+    if ref:
+        src = pd.DataFrame(ref["values"], columns=[*ref["keys"], "reported"])
+        src = src.pivot(index="metric", columns=["net", "class_weights"], values="reported")
+        src.columns = [f"{net} [{w}]" for net, w in src.columns]
+        report.table("source_averages", src.reset_index(),
+                     f"The source's average metrics ({ref['note']})")
     if meta["folds"].max() > 0:
         agg = last_epoch(classes[classes["split"] == "test"]).groupby("trial_id")["aggregated"].mean()
         report.table("kfold", fold_table(meta, chosen, agg).round(3),
