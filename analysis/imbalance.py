@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.kernels import conv_weights, find_checkpoint, init_vs_final, load_state
+from analysis.kernels import conv_weights, find_checkpoint, init_vs_final, kernel_figure, load_state
 from analysis.plots import colours
 from analysis.report import Report, data_caveats, reference
 
@@ -178,7 +178,7 @@ def kernel_rows(path, chosen: pd.DataFrame, ratio: float) -> list:
         if "init_model" not in state:
             continue
         rows.append((f"{row['net']} ({row['class_weights']})", conv_weights(state["init_model"])[0][1],
-                     conv_weights(state["model"])[0][1]))
+                     conv_weights(state["model"])[0][1], conv_weights(state["model"])[-1]))
     return rows
 
 
@@ -233,7 +233,11 @@ def build(report: Report, tables: dict) -> None:
                       f"Test confusion matrices, imbalance_ratio={ratio:g}")
     rows = kernel_rows(report.outdir.parent, chosen, tail_ratio)
     if rows:
-        report.figure("kernels_first_layer", init_vs_final(rows),
+        report.figure("kernels_first_layer", init_vs_final([r[:3] for r in rows]),
                       "First-layer kernels at init (left) and after training (right), one RGB tile per filter")
+        for label, _, _, (name, weight) in rows:  # the deepest conv, per input channel, as the source drew it
+            tag = label.split(" ")[0]
+            report.figure(f"kernels_last_conv_{tag}", kernel_figure(weight, f"{label}: {name}", max_out=8),
+                          f"{label}: kernels of the last conv layer after training (filters x input channels)")
     else:
         report.text("No kernel pictures: no checkpoint with init weights (run with weight_snapshots=true).")
