@@ -219,11 +219,11 @@ def split_indices(labels: torch.Tensor, num_classes: int, config: dict) -> dict[
     A plain slice stands for "the first N", so the common case stays a view.
     """
     idx = slice(0, config["train_subset"] or len(labels))
-    if config.get("imbalance_ratio", 1.0) != 1.0:  # study 004: long-tailed training set
+    if config["imbalance_ratio"] != 1.0:  # study 004: long-tailed training set
         idx = long_tail_indices(labels[idx], num_classes, config["imbalance_ratio"], config["split_seed"])
     n = len(labels[idx])
     as_tensor = torch.arange(len(labels))[idx]
-    if config.get("folds", 0):  # study 004: fold k validates, the other K-1 parts train
+    if config["folds"]:  # study 004: fold k validates, the other K-1 parts train
         train_idx, val_idx = kfold_split(labels[as_tensor], config["folds"], config["fold"], config["split_seed"])
     elif config["val_size"]:
         if config["val_size"] >= n:
