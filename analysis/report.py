@@ -29,6 +29,7 @@ STUDIES = {
     "vgg_deeper": "analysis.vgg",
     "init_variance": "analysis.init_variance",
     "dropout_lsuv": "analysis.dropout_lsuv",
+    "imbalance": "analysis.imbalance",
 }
 REFERENCE_FILE = Path(__file__).with_name("reference.json")
 

@@ -7,7 +7,7 @@ import time
 
 from ray import tune
 
-from sweeps.storage import EPOCH_COLUMNS, LAYER_COLUMNS, Store
+from sweeps.storage import CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, LAYER_COLUMNS, Store
 from trainables.config import resolve
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
@@ -60,6 +60,10 @@ class Recorder(tune.Callback):
         layers = [dict(layer, trial_id=trial.trial_id, epoch=epoch) for layer in result.get("layers", [])]
         if layers:
             self.store.write_rows("layers", key, layers, LAYER_COLUMNS)
+        for table, columns in (("classes", CLASS_COLUMNS), ("confusion", CONFUSION_COLUMNS)):  # study 004
+            rows = [dict(r, trial_id=trial.trial_id, epoch=epoch) for r in result.get(table, [])]
+            if rows:
+                self.store.write_rows(table, key, rows, columns)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}

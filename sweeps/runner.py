@@ -20,7 +20,7 @@ from pathlib import Path
 from sweeps.grid import Sweep, axis, cross, replace_axis
 from sweeps.storage import Store
 from trainables.config import DEFAULTS, ConfigError, coerce, resolve
-from trainables.data import NUM_CLASSES, DataError, load_dataset
+from trainables.data import NUM_CLASSES, DataError, load_dataset, split_facts
 from trainables.models import build_model, count_params
 
 EXIT_USAGE = 2
@@ -121,6 +121,10 @@ def load_data(specs: list[dict], data_dir: str) -> dict:
         spec["facts"].update(data_source=data.source, n_train=n_train - config["val_size"],
                              n_val=config["val_size"], n_test=min(config["test_subset"] or len(data.test_y),
                                                                    len(data.test_y)))
+        try:  # study 004: a long tail or k-fold changes the training set; record its class counts
+            spec["facts"].update(split_facts(data, config))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return datasets
 
 

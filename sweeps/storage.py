@@ -5,6 +5,8 @@ Each table is a folder that `pandas.read_parquet` opens as one frame:
     trials.parquet/<trial_id>.parquet            one row per trial
     epochs.parquet/<trial_id>-e<epoch>.parquet   one row per trial per epoch
     layers.parquet/<trial_id>-e<epoch>.parquet   one row per trial per epoch per layer
+    classes.parquet/<trial_id>-e<epoch>.parquet  one row per trial per epoch per split per class (study 004)
+    confusion.parquet/<trial_id>-e<epoch>.parquet  non-zero confusion-matrix cells, last epoch (study 004)
 
 One file per (trial, epoch) makes every write small and atomic (written under a
 hidden temporary name, then renamed), and makes a re-reported epoch, after a
@@ -28,13 +30,16 @@ import pyarrow.parquet as pq
 
 from trainables.config import ConfigError
 
-TABLES = ("trials", "epochs", "layers")
+TABLES = ("trials", "epochs", "layers", "classes", "confusion")
 EPOCH_COLUMNS = ("trial_id", "sweep", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                  "test_loss", "test_acc", "avg_weight", "lr", "seconds", "it_per_s")
 LAYER_COLUMNS = ("trial_id", "epoch", "layer", "layer_name", "grad_abs_mean", "weight_mean", "weight_std")
 # study 003 (task=probe, trainables/probe.py): variances at init; NaN in rows of training trials
 PROBE_LAYER_COLUMNS = ("pre_act_var", "post_act_var", "grad_input_var", "grad_weight_var")
 LAYER_COLUMNS += PROBE_LAYER_COLUMNS
+CLASS_COLUMNS = ("trial_id", "epoch", "split", "class_index", "class_name", "support", "train_count",
+                 "precision", "recall", "bcr", "ova_acc", "aggregated")
+CONFUSION_COLUMNS = ("trial_id", "epoch", "split", "true", "pred", "count")
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
 

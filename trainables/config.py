@@ -67,6 +67,20 @@ DEFAULTS: dict = dict(
     lsuv_max_iter=10,         # lsuv: at most this many rescalings per layer
     dropout=0.0,              # inverted-dropout drop probability in [0, 1) (0 = no dropout layers)
     dropout_at="head",        # head: before the classifier | blocks: after every hidden activation | all: both
+    # --- class imbalance, per-class evaluation, k-fold, transfer (study 004) ---
+    imbalance_ratio=1.0,      # rho of the long-tailed training set n_c = n_max * rho^(-c/(C-1)); 1 = keep
+                              # the set as it is. The default stays 1 so every other study trains balanced;
+                              # study 004's sweep sets 100 (its data set's stand-in). Test set never changes.
+    class_weights="none",     # training-loss weights per class: none | inverse (1/n_c, the study's choice) |
+                              # effective (Cui et al. 2019, (1-beta)/(1-beta^n_c)); normalised to mean 1
+    effective_beta=0.999,     # beta of the effective-number weights (Cui et al. use 0.9 .. 0.9999)
+    folds=0,                  # K stratified folds of the (long-tailed) training set; 0 = no k-fold
+    fold=0,                   # with folds=K: validate on part `fold` (0..K-1) and train on the rest
+    class_metrics="final",    # per-class metrics + confusion matrix: final epoch | every epoch | off
+    weight_snapshots=False,   # checkpoint the last epoch too, carrying the weights at init ("init_model"),
+                              # so analysis.kernels can draw kernels before and after training
+    resnet_weights="",        # resnet18: "" = from scratch, a local state_dict file, or "imagenet" (download)
+    freeze_backbone=False,    # resnet18 with weights: train only the new head
 )
 
 # Names that must come from a registry; filled lazily to avoid import cycles.
@@ -79,12 +93,14 @@ CHOICES: dict[str, tuple] = dict(
     optimizer=("adam", "sgd"),
     schedule=("constant", "cosine"),
     device=("auto", "cpu", "cuda"),
+    class_weights=("none", "inverse", "effective"),
+    class_metrics=("final", "every", "off"),
 )
 
 POSITIVE = ("depth", "width", "epochs", "batch_size", "lr", "stages", "lr_scale")
 NON_NEGATIVE = ("train_subset", "test_subset", "val_size", "split_seed", "momentum",
                 "weight_decay", "lr_min", "checkpoint_every", "init_std", "prelu_init",
-                "act_slope", "seed", "fail_at_epoch", "blocks")
+                "act_slope", "seed", "fail_at_epoch", "blocks", "folds", "fold")
 
 # study 003 keys (see their block in DEFAULTS)
 CHOICES.update(task=("train", "probe"), probe_input=("data", "gaussian"), init_bias=("default", "zero"),
@@ -185,6 +201,24 @@ def resolve(overrides: dict) -> dict:
     choices = {**CHOICES, **registry_choices()}
     for key, value in config.items():
         _check_value(key, value, choices)
+    check_imbalance(config)
     from trainables import models
     models.MODELS[config["model"]].check(config)
     return config
+
+
+def check_imbalance(config: dict) -> None:
+    """Cross-key rules of the study-004 options (long tail, class weights, k-fold)."""
+    if config["imbalance_ratio"] < 1:
+        raise ConfigError(f"imbalance_ratio={config['imbalance_ratio']}: must be >= 1 (1 = balanced; "
+                          "100 = the rarest class has 1/100 of the images of the most frequent)")
+    if not 0 < config["effective_beta"] < 1:
+        raise ConfigError(f"effective_beta={config['effective_beta']}: must be in (0, 1)")
+    if config["folds"] == 1:
+        raise ConfigError("folds=1: k-fold needs at least 2 folds (0 = no k-fold)")
+    if config["folds"] and config["val_size"]:
+        raise ConfigError(f"folds={config['folds']} and val_size={config['val_size']}: k-fold makes its own "
+                          "validation split; set val_size=0")
+    if config["fold"] and config["fold"] >= max(config["folds"], 1):
+        raise ConfigError(f"fold={config['fold']}: must be in 0..{config['folds'] - 1}" if config["folds"]
+                          else f"fold={config['fold']}: set folds=K (K >= 2) to use k-fold")

@@ -211,23 +211,82 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
     return torch.sort(torch.cat(train_idx)).values, torch.sort(torch.cat(val_idx)).values
 
 
-def trial_splits(data: Dataset, config: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{'train', 'val' (when val_size > 0), 'test'}: (uint8 images, labels) for one trial."""
-    x, y = data.train_x, data.train_y
-    if config["train_subset"]:
-        x, y = x[: config["train_subset"]], y[: config["train_subset"]]
-    splits = {}
-    if config["val_size"]:
-        if config["val_size"] >= len(y):
-            raise ValueError(f"val_size={config['val_size']} leaves no training images ({len(y)} available)")
-        train_idx, val_idx = stratified_split(y, config["val_size"], config["split_seed"])
-        splits["train"] = (x[train_idx], y[train_idx])
-        splits["val"] = (x[val_idx], y[val_idx])
+def split_indices(labels: torch.Tensor, num_classes: int, config: dict) -> dict[str, torch.Tensor | slice]:
+    """{'train', 'val' (when there is one)}: which training-set images each part of one trial uses.
+
+    Order: train_subset (first N), then the long tail (imbalance_ratio), then either
+    the k-fold split (folds, fold) or the stratified validation split (val_size).
+    A plain slice stands for "the first N", so the common case stays a view.
+    """
+    idx = slice(0, config["train_subset"] or len(labels))
+    if config["imbalance_ratio"] != 1.0:  # study 004: long-tailed training set
+        idx = long_tail_indices(labels[idx], num_classes, config["imbalance_ratio"], config["split_seed"])
+    n = len(labels[idx])
+    as_tensor = torch.arange(len(labels))[idx]
+    if config["folds"]:  # study 004: fold k validates, the other K-1 parts train
+        train_idx, val_idx = kfold_split(labels[as_tensor], config["folds"], config["fold"], config["split_seed"])
+    elif config["val_size"]:
+        if config["val_size"] >= n:
+            raise ValueError(f"val_size={config['val_size']} leaves no training images ({n} available)")
+        train_idx, val_idx = stratified_split(labels[as_tensor], config["val_size"], config["split_seed"])
     else:
-        splits["train"] = (x, y)
+        return {"train": idx}
+    return {"train": as_tensor[train_idx], "val": as_tensor[val_idx]}
+
+
+def trial_splits(data: Dataset, config: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{'train', 'val' (when val_size > 0 or folds), 'test'}: (uint8 images, labels) for one trial."""
+    splits = {part: (data.train_x[idx], data.train_y[idx])
+              for part, idx in split_indices(data.train_y, data.num_classes, config).items()}
     n_test = config["test_subset"] or len(data.test_y)
     splits["test"] = (data.test_x[:n_test], data.test_y[:n_test])
     return splits
+
+
+def split_facts(data: Dataset, config: dict) -> dict:
+    """n_train, n_val and the training set's class counts (JSON list) of one trial, from labels only."""
+    import json
+    parts = {part: data.train_y[idx] for part, idx in split_indices(data.train_y, data.num_classes, config).items()}
+    counts = torch.bincount(parts["train"], minlength=data.num_classes).tolist()
+    return dict(n_train=len(parts["train"]), n_val=len(parts["val"]) if "val" in parts else 0,
+                train_class_counts=json.dumps(counts))
+
+
+# --- study 004: long-tailed training sets and stratified k-fold -------------------------------
+
+def long_tail_counts(available: list[int], ratio: float) -> list[int]:
+    """Images kept per class: n_c = n_max * ratio^(-c/(C-1)), capped by what class c has, at least 1.
+
+    n_max is the largest class; class 0 is the head, class C-1 the tail (the usual
+    CIFAR-LT convention, Cao et al. 2019), so the profile does not depend on the seed.
+    """
+    num_classes, n_max = len(available), max(available)
+    if num_classes == 1:
+        return list(available)
+    return [min(have, max(1, int(n_max * ratio ** (-c / (num_classes - 1))))) for c, have in enumerate(available)]
+
+
+def long_tail_indices(labels: torch.Tensor, num_classes: int, ratio: float, seed: int) -> torch.Tensor:
+    """Sorted indices of a long-tailed subsample of `labels`; which images is fixed by `seed`."""
+    available = torch.bincount(labels, minlength=num_classes).tolist()
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for c, n in enumerate(long_tail_counts(available, ratio)):
+        idx = torch.nonzero(labels == c).flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:n]])
+    return torch.sort(torch.cat(keep)).values
+
+
+def kfold_split(labels: torch.Tensor, folds: int, fold: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train_idx, val_idx) of fold `fold` of scikit-learn's shuffled StratifiedKFold."""
+    from sklearn.model_selection import StratifiedKFold
+    smallest = int(torch.bincount(labels)[labels.unique()].min())
+    if smallest < folds:
+        raise ValueError(f"folds={folds}: the rarest class has only {smallest} training images; "
+                         f"each fold needs at least one (lower folds or imbalance_ratio)")
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    train_idx, val_idx = list(splitter.split(labels.numpy(), labels.numpy()))[fold]
+    return torch.as_tensor(train_idx, dtype=torch.long), torch.as_tensor(val_idx, dtype=torch.long)
 
 
 # --- augmentation and normalisation on the trial's device ------------------------------------

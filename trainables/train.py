@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from trainables.classes import class_weights, evaluate_classes
 from trainables.config import resolve
 from trainables.data import Dataset, Normalizer, init_batch, random_crop_flip, trial_splits
 from trainables.inits import apply_init, needs_batch, weight_layers
@@ -90,6 +91,13 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
 
     fit_batch = init_batch(train_x, train_y, config, normalize)[0].cpu() if needs_batch(config) else None
     model = apply_init(build_model(config, data.num_classes), config, fit_batch).to(device)
+    # study 004: class counts of this trial's training set, the loss weights made from them, and the
+    # weights at init (kept for the kernel pictures when weight_snapshots is on).
+    train_counts = torch.bincount(train_y.cpu(), minlength=data.num_classes).tolist()
+    loss_weight = class_weights(train_counts, config["class_weights"], config["effective_beta"])
+    loss_weight = loss_weight.to(device) if loss_weight is not None else None
+    init_model = ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                  if config["weight_snapshots"] else None)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     tracked = [layer.weight for _, layer in weight_layers(model)]
@@ -102,6 +110,7 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
         generator.set_state(resume["generator"])
         torch.set_rng_state(resume["torch_rng"])
         start = resume["epoch"] + 1
+        init_model = resume.get("init_model", init_model)
 
     status, metrics = "completed", {}
     n, batch = len(train_y), config["batch_size"]
@@ -122,7 +131,7 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
             if config["augment"]:
                 xb = random_crop_flip(xb, generator)
             out = model(normalize(xb))
-            loss = F.cross_entropy(out, yb)
+            loss = F.cross_entropy(out, yb, weight=loss_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config["grad_stats"]:
@@ -149,21 +158,29 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
                 dict(layer=k, layer_name=names[k], grad_abs_mean=grad_means[k] if config["grad_stats"] else math.nan,
                      weight_mean=w.float().mean().item(), weight_std=w.float().std().item())
                 for k, w in enumerate(tracked)]
+        if config["class_metrics"] == "every" or (config["class_metrics"] == "final" and
+                                                  (epoch == config["epochs"] or diverged)):
+            metrics["classes"], confusion = evaluate_classes(model, splits, normalize, data.classes, train_counts)
+            if epoch == config["epochs"] or diverged:  # C x C cells: only once per trial
+                metrics["confusion"] = confusion
         metrics.update(lr=lr, seconds=time.perf_counter() - started, it_per_s=steps / max(train_seconds, 1e-9))
         if diverged:
             status = "diverged"
         metrics["status"] = status if diverged or epoch == config["epochs"] else "running"
         due = config["checkpoint_every"] and (epoch % config["checkpoint_every"] == 0) and not diverged
+        due = due or (config["weight_snapshots"] and epoch == config["epochs"])
         state = None
         if due:
             # A snapshot, not live references: training goes on mutating the tensors.
             state = copy.deepcopy(dict(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
                                        scheduler=scheduler.state_dict(), generator=generator.get_state(),
                                        torch_rng=torch.get_rng_state()))
+            if init_model is not None:
+                state["init_model"] = init_model
         if report is not None:
             report(metrics, state)
         if diverged:
             break
         if epoch == config["fail_at_epoch"]:
             raise RuntimeError(f"fail_at_epoch={epoch}: injected failure")
-    return {**{k: v for k, v in metrics.items() if k != "layers"}, "status": status}
+    return {**{k: v for k, v in metrics.items() if k not in ("layers", "classes", "confusion")}, "status": status}

@@ -40,3 +40,4 @@ def count_params(model: nn.Module) -> int:
 from trainables.models import cnn  # noqa: E402,F401  (registers itself)
 from trainables.models import vgg  # noqa: E402,F401  (registers vgg and the study-002 presets)
 from trainables.models import mlp  # noqa: E402,F401  (registers itself)
+from trainables.models import conv_stack, resnet  # noqa: E402,F401  (study 004: baseline4, deeper7, resnet18)
