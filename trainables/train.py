@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from trainables.config import resolve
 from trainables.data import Dataset, Normalizer, random_crop_flip, trial_splits
+from trainables.fast import autocast, memory_format, prepare_model, setup_backend, to_format
 from trainables.inits import apply_init, weight_layers
 from trainables.models import build_model
 
@@ -73,13 +74,16 @@ def evaluate(model, x, y, normalize) -> tuple[float, float]:
 def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: Optional[dict] = None) -> dict:
     config = resolve(config)
     device = pick_device(config)
+    setup_backend(device)
     torch.manual_seed(config["seed"])
     splits = {k: (x.to(device), y.to(device)) for k, (x, y) in trial_splits(data, config).items()}
     train_x, train_y = splits["train"]
     normalize = Normalizer(data.mean, data.std, device)
     generator = torch.Generator(device=device).manual_seed(config["seed"])
 
-    model = apply_init(build_model(config, data.num_classes), config).to(device)
+    model = apply_init(build_model(config, data.num_classes), config)
+    model, step_model = prepare_model(model, config, device)  # channels_last / torch.compile (trainables.fast)
+    fmt = memory_format(config, device)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     tracked = [layer.weight for _, layer in weight_layers(model)]
@@ -111,8 +115,9 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
             xb, yb = train_x[idx], train_y[idx]
             if config["augment"]:
                 xb = random_crop_flip(xb, generator)
-            out = model(normalize(xb))
-            loss = F.cross_entropy(out, yb)
+            with autocast(config, device):
+                out = step_model(to_format(normalize(xb), fmt))
+                loss = F.cross_entropy(out, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config["grad_stats"]:
@@ -129,7 +134,8 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
         diverged = not math.isfinite(metrics["train_loss"])
         for split in ("val", "test"):
             if split in splits:
-                loss, acc = evaluate(model, *splits[split], normalize)
+                with autocast(config, device):
+                    loss, acc = evaluate(model, *splits[split], normalize)
                 metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
                 diverged = diverged or not math.isfinite(loss)
         with torch.no_grad():
