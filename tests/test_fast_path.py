@@ -116,16 +116,16 @@ def test_bf16_matches_fp32_accuracy(synthetic):
     """Same seed, same data order: bf16 autocast must learn as well as fp32.
 
     Both must beat chance clearly, the first epoch's training losses must agree to
-    a few percent, and the final test accuracies must not differ significantly
+    2%, and the final test accuracies must not differ significantly
     (two-proportion z-test at the 1% level on 512 test images). A broken autocast
     path (wrong dtype in the loss, NaNs, no learning) fails one of these.
     """
-    base = {**TINY, "train_subset": 1024, "test_subset": 512, "epochs": 2}
+    base = {**TINY, "width": 4, "train_subset": 512, "test_subset": 512}  # CPU bf16 is slow: keep it tiny
     fp32 = train({**base, "precision": "fp32"}, synthetic)
     bf16 = train({**base, "precision": "bf16"}, synthetic)
     for r in (fp32, bf16):
-        assert r["status"] == "completed" and r["test_acc"] > 0.3, r  # chance is 0.1
-    assert abs(bf16["train_loss"] - fp32["train_loss"]) < 0.05 * fp32["train_loss"]
+        assert r["status"] == "completed" and r["test_acc"] > 0.2, r  # chance is 0.1
+    assert abs(bf16["train_loss"] - fp32["train_loss"]) < 0.02 * fp32["train_loss"]
     n = 512
     p = (fp32["test_acc"] + bf16["test_acc"]) / 2
     z = abs(fp32["test_acc"] - bf16["test_acc"]) / math.sqrt(2 * p * (1 - p) / n)
