@@ -149,3 +149,40 @@ def test_compile_matches_eager_and_reuses_the_compiled_model(synthetic):
     compiled2 = train({**base, "seed": 1, "compile": True}, synthetic)
     assert fast.cache_stats["hits"] == hits + 1 and fast.cache_stats["misses"] == misses + 1
     assert compiled2["train_loss"] == pytest.approx(eager2["train_loss"], rel=1e-3)
+
+
+# --- fused multi-model training (trainables/packed.py) ---
+
+PACK = dict(dataset="synthetic", depth=3, width=8, activation="prelu", epochs=2, batch_size=64,
+            train_subset=256, test_subset=128)
+MEMBERS = [dict(seed=0, init="he_normal", init_mode="fan_out"), dict(seed=1, init="xavier_uniform"),
+           dict(seed=2, init="he_normal", init_mode="fan_in", init_targets="all")]
+
+
+@pytest.mark.slow
+def test_fused_pack_equals_separate_training(synthetic):
+    from trainables.packed import train_packed
+    configs = [{**PACK, **m} for m in MEMBERS]
+    separate, fused = [[] for _ in configs], [[] for _ in configs]
+    for c, log in zip(configs, separate):
+        train(c, synthetic, lambda metrics, state, log=log: log.append(metrics))
+    train_packed(configs, synthetic, [lambda metrics, state, log=log: log.append(metrics) for log in fused])
+    assert separate[0][-1]["train_loss"] != separate[1][-1]["train_loss"]  # the members really differ
+    for alone, packed in zip(separate, fused):
+        assert [m["epoch"] for m in packed] == [1, 2]
+        for a, p in zip(alone, packed):
+            for key in ("train_loss", "test_loss", "avg_weight"):
+                assert p[key] == pytest.approx(a[key], rel=1e-3, abs=1e-5), key
+            for key in ("train_acc", "test_acc"):
+                assert p[key] == pytest.approx(a[key], abs=1.5 / 128), key
+            assert p["status"] == a["status"]
+            for la, lp in zip(a["layers"], p["layers"]):
+                assert lp["layer_name"] == la["layer_name"]
+                for key in ("grad_abs_mean", "weight_mean", "weight_std"):
+                    assert lp[key] == pytest.approx(la[key], rel=1e-3, abs=1e-6), (la["layer_name"], key)
+
+
+def test_pack_rejects_members_that_differ_beyond_seed_and_init(synthetic):
+    from trainables.packed import train_packed
+    with pytest.raises(ConfigError, match="a pack must share"):
+        train_packed([{**PACK, "lr": 1e-3}, {**PACK, "lr": 1e-2}], synthetic)

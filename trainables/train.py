@@ -71,6 +71,16 @@ def evaluate(model, x, y, normalize) -> tuple[float, float]:
     return loss_sum.item() / len(y), correct.item() / len(y)
 
 
+@torch.no_grad()
+def weight_metrics(model, tracked, names, grad_means: torch.Tensor, config: dict) -> dict:
+    """avg_weight and the per-layer rows, read from the device once per epoch."""
+    grad_means = grad_means.tolist()
+    layers = [dict(layer=k, layer_name=names[k], grad_abs_mean=grad_means[k] if config["grad_stats"] else math.nan,
+                   weight_mean=w.float().mean().item(), weight_std=w.float().std().item())
+              for k, w in enumerate(tracked)]
+    return dict(avg_weight=torch.stack([p.float().mean() for p in model.parameters()]).mean().item(), layers=layers)
+
+
 def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: Optional[dict] = None) -> dict:
     config = resolve(config)
     device = pick_device(config)
@@ -138,13 +148,7 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
                     loss, acc = evaluate(model, *splits[split], normalize)
                 metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
                 diverged = diverged or not math.isfinite(loss)
-        with torch.no_grad():
-            metrics["avg_weight"] = torch.stack([p.float().mean() for p in model.parameters()]).mean().item()
-            grad_means = (grad_sum / max(steps, 1)).tolist()
-            metrics["layers"] = [
-                dict(layer=k, layer_name=names[k], grad_abs_mean=grad_means[k] if config["grad_stats"] else math.nan,
-                     weight_mean=w.float().mean().item(), weight_std=w.float().std().item())
-                for k, w in enumerate(tracked)]
+        metrics.update(weight_metrics(model, tracked, names, grad_sum / max(steps, 1), config))
         metrics.update(lr=lr, seconds=time.perf_counter() - started, it_per_s=steps / max(train_seconds, 1e-9))
         if diverged:
             status = "diverged"
