@@ -186,3 +186,30 @@ def test_pack_rejects_members_that_differ_beyond_seed_and_init(synthetic):
     from trainables.packed import train_packed
     with pytest.raises(ConfigError, match="a pack must share"):
         train_packed([{**PACK, "lr": 1e-3}, {**PACK, "lr": 1e-2}], synthetic)
+
+
+# --- the runner's --pack flag and the throughput benchmark ---
+
+def test_runner_pack_flag_is_validated(capsys):
+    from sweeps.depth_grid import SWEEP
+    from sweeps.runner import main
+    assert main(SWEEP, "depth_grid.py", ["--dry-run", "--pack", "0"]) == 2
+    assert "--pack 0" in capsys.readouterr().err
+    assert main(SWEEP, "depth_grid.py", ["--dry-run", "--pack", "4", "--gpus-per-trial", "0.5"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert main(SWEEP, "depth_grid.py", ["--dry-run", "--pack", "4"]) == 0  # the default path is untouched
+
+
+@pytest.mark.slow
+def test_throughput_quick_prints_the_ratio_line():
+    import subprocess
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "benchmarks/throughput.py", "--quick", "--steps", "2"], cwd=repo,
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(repo)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = out.stdout.strip().splitlines()[-1]
+    key, value = last.split(": ")
+    assert key == "speedup_vs_seed_style_depth5" and float(value) > 0
+    assert "| 5 |" in out.stdout  # the depth-5 row of the table

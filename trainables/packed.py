@@ -38,7 +38,7 @@ from trainables.data import Dataset, Normalizer, random_crop_flip, trial_splits
 from trainables.fast import autocast, memory_format, setup_backend, to_format
 from trainables.inits import apply_init, weight_layers
 from trainables.models import build_model
-from trainables.train import (evaluate, layer_names, make_optimizer, make_scheduler, pick_device,
+from trainables.train import (eval_splits, layer_names, make_optimizer, make_scheduler, pick_device,
                               weight_metrics)
 
 MEMBER_KEYS = ("seed", "init", "init_mode", "init_nonlinearity", "init_std", "init_targets", "prelu_init")
@@ -194,12 +194,7 @@ def train_packed(configs: list[dict], data: Dataset, reports: list | None = None
                 continue
             metrics = dict(epoch=epoch, train_loss=train_loss[k], train_acc=train_acc[k])
             diverged = not math.isfinite(metrics["train_loss"])
-            for split in ("val", "test"):
-                if split in splits:
-                    with autocast(config, device):
-                        loss, acc = evaluate(member, *splits[split], normalize)
-                    metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
-                    diverged = diverged or not math.isfinite(loss)
+            diverged = eval_splits(member, splits, normalize, config, device, metrics) or diverged
             metrics.update(weight_metrics(member, member_tracked[k], names, grad_sum[:, k] / max(steps, 1), c))
             metrics.update(lr=lr, seconds=time.perf_counter() - started, it_per_s=steps / max(train_seconds, 1e-9))
             status = "diverged" if diverged else "completed"

@@ -71,6 +71,18 @@ def evaluate(model, x, y, normalize) -> tuple[float, float]:
     return loss_sum.item() / len(y), correct.item() / len(y)
 
 
+def eval_splits(model, splits: dict, normalize, config: dict, device, metrics: dict) -> bool:
+    """Adds val_/test_ loss and accuracy to `metrics`; True if a loss is not finite."""
+    diverged = False
+    for split in ("val", "test"):
+        if split in splits:
+            with autocast(config, device):
+                loss, acc = evaluate(model, *splits[split], normalize)
+            metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
+            diverged = diverged or not math.isfinite(loss)
+    return diverged
+
+
 @torch.no_grad()
 def weight_metrics(model, tracked, names, grad_means: torch.Tensor, config: dict) -> dict:
     """avg_weight and the per-layer rows, read from the device once per epoch."""
@@ -142,12 +154,7 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
         train_seconds = time.perf_counter() - started
         metrics = dict(epoch=epoch, train_loss=loss_sum.item() / max(seen, 1), train_acc=correct.item() / max(seen, 1))
         diverged = not math.isfinite(metrics["train_loss"])
-        for split in ("val", "test"):
-            if split in splits:
-                with autocast(config, device):
-                    loss, acc = evaluate(model, *splits[split], normalize)
-                metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
-                diverged = diverged or not math.isfinite(loss)
+        diverged = eval_splits(model, splits, normalize, config, device, metrics) or diverged
         metrics.update(weight_metrics(model, tracked, names, grad_sum / max(steps, 1), config))
         metrics.update(lr=lr, seconds=time.perf_counter() - started, it_per_s=steps / max(train_seconds, 1e-9))
         if diverged:
