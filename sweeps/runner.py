@@ -42,6 +42,9 @@ def parse_args(argv, description: str, default_name: str) -> argparse.Namespace:
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional GPUs, e.g. 0.25")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial from its checkpoint")
+    p.add_argument("--pack", type=int, default=1,
+                   help="trials sharing each GPU: N trials at 1/N GPU each, with Ray actors reused so "
+                        "compiled models are too; start CUDA MPS first (benchmarks/mps.sh start)")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto or host:6379)")
     return p.parse_args(argv)
 
@@ -142,6 +145,10 @@ def check_resources(args) -> None:
         raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial}: use a fraction in (0, 1] or a whole number")
     if args.max_failures < 0:
         raise ConfigError(f"--max-failures {args.max_failures}: must be >= 0")
+    if args.pack < 1:
+        raise ConfigError(f"--pack {args.pack}: must be >= 1 (1 = one trial per GPU share given by --gpus-per-trial)")
+    if args.pack > 1 and args.gpus_per_trial:
+        raise ConfigError("--pack and --gpus-per-trial both set the GPU share per trial: give one of them")
 
 
 def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, args) -> int:
@@ -159,6 +166,10 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     ray.init(address=args.address, include_dashboard=False, logging_level="warning",
              runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})
     try:
+        if args.pack > 1:  # N trials per GPU; see docs/benchmarks.md for why and what MPS adds
+            if not ray.cluster_resources().get("GPU", 0):
+                raise ConfigError(f"--pack {args.pack} packs trials onto GPUs, and this Ray cluster has none")
+            args.gpus_per_trial = 1.0 / args.pack
         if args.gpus_per_trial > 0:
             have = ray.cluster_resources().get("GPU", 0)
             if have < min(args.gpus_per_trial, 1):
@@ -170,6 +181,8 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
             trainable,
             # Ray expands dicts inside grid_search, so trials carry an index into `specs`.
             param_space={"trial": tune.grid_search(list(range(len(specs))))},
+            # Reusing actors skips per-trial process start-up and keeps trainables.fast's compile cache.
+            tune_config=tune.TuneConfig(reuse_actors=args.pack > 1),
             run_config=tune.RunConfig(
                 name="tune", storage_path=store.uri, verbose=1,
                 callbacks=[Recorder(store.storage, store.name, meta, specs)],

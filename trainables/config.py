@@ -48,6 +48,11 @@ DEFAULTS: dict = dict(
     device="auto",            # auto (cuda when the trial was given a GPU) | cpu | cuda
     checkpoint_every=0,       # save model+optimizer+RNG every N epochs (0 = never)
     grad_stats=True,          # per-layer mean |grad| each step; costs a few small kernels
+    # --- fast trial path (trainables/fast.py) ---
+    precision="auto",         # auto = bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16 (forward only; weights stay fp32)
+    memory_format="auto",     # auto = channels_last on CUDA (tensor cores), contiguous on CPU | channels_last | contiguous
+    compile=False,            # torch.compile the training step; pays off only when Ray reuses actors
+                              # (runner --pack), since compiled models are cached per process by architecture
     fail_at_epoch=0,          # fault injection for tests: raise after reporting this epoch (0 = never).
                               # A retry resumed from a checkpoint taken at that epoch does not fail again.
     # --- study 002: the VGG family (trainables/models/vgg.py; `bn`, `width`, `activation` apply too) ---
@@ -95,6 +100,8 @@ CHOICES: dict[str, tuple] = dict(
     device=("auto", "cpu", "cuda"),
     class_weights=("none", "inverse", "effective"),
     class_metrics=("final", "every", "off"),
+    precision=("auto", "fp32", "bf16"),
+    memory_format=("auto", "channels_last", "contiguous"),
 )
 
 POSITIVE = ("depth", "width", "epochs", "batch_size", "lr", "stages", "lr_scale")

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from trainables.classes import class_weights, evaluate_classes
 from trainables.config import resolve
 from trainables.data import Dataset, Normalizer, init_batch, random_crop_flip, trial_splits
+from trainables.fast import autocast, memory_format, prepare_model, setup_backend, to_format
 from trainables.inits import apply_init, needs_batch, weight_layers
 from trainables.models import build_model
 
@@ -73,6 +74,28 @@ def evaluate(model, x, y, normalize) -> tuple[float, float]:
     return loss_sum.item() / len(y), correct.item() / len(y)
 
 
+def eval_splits(model, splits: dict, normalize, config: dict, device, metrics: dict) -> bool:
+    """Adds val_/test_ loss and accuracy to `metrics`; True if a loss is not finite."""
+    diverged = False
+    for split in ("val", "test"):
+        if split in splits:
+            with autocast(config, device):
+                loss, acc = evaluate(model, *splits[split], normalize)
+            metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
+            diverged = diverged or not math.isfinite(loss)
+    return diverged
+
+
+@torch.no_grad()
+def weight_metrics(model, tracked, names, grad_means: torch.Tensor, config: dict) -> dict:
+    """avg_weight and the per-layer rows, read from the device once per epoch."""
+    grad_means = grad_means.tolist()
+    layers = [dict(layer=k, layer_name=names[k], grad_abs_mean=grad_means[k] if config["grad_stats"] else math.nan,
+                   weight_mean=w.float().mean().item(), weight_std=w.float().std().item())
+              for k, w in enumerate(tracked)]
+    return dict(avg_weight=torch.stack([p.float().mean() for p in model.parameters()]).mean().item(), layers=layers)
+
+
 def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: Optional[dict] = None) -> dict:
     config = resolve(config)
     if config["task"] == "probe":  # study 003: measure signal propagation at init, train nothing
@@ -83,6 +106,7 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
     # The probe above measures raw variances, so it runs without this.
     torch.set_flush_denormal(True)
     device = pick_device(config)
+    setup_backend(device)
     torch.manual_seed(config["seed"])
     splits = {k: (x.to(device), y.to(device)) for k, (x, y) in trial_splits(data, config).items()}
     train_x, train_y = splits["train"]
@@ -90,7 +114,7 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
     generator = torch.Generator(device=device).manual_seed(config["seed"])
 
     fit_batch = init_batch(train_x, train_y, config, normalize)[0].cpu() if needs_batch(config) else None
-    model = apply_init(build_model(config, data.num_classes), config, fit_batch).to(device)
+    model = apply_init(build_model(config, data.num_classes), config, fit_batch)
     # study 004: class counts of this trial's training set, the loss weights made from them, and the
     # weights at init (kept for the kernel pictures when weight_snapshots is on).
     train_counts = torch.bincount(train_y.cpu(), minlength=data.num_classes).tolist()
@@ -98,6 +122,8 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
     loss_weight = loss_weight.to(device) if loss_weight is not None else None
     init_model = ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                   if config["weight_snapshots"] else None)
+    model, step_model = prepare_model(model, config, device)  # channels_last / torch.compile (trainables.fast)
+    fmt = memory_format(config, device)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     tracked = [layer.weight for _, layer in weight_layers(model)]
@@ -130,8 +156,9 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
             xb, yb = train_x[idx], train_y[idx]
             if config["augment"]:
                 xb = random_crop_flip(xb, generator)
-            out = model(normalize(xb))
-            loss = F.cross_entropy(out, yb, weight=loss_weight)
+            with autocast(config, device):
+                out = step_model(to_format(normalize(xb), fmt))
+                loss = F.cross_entropy(out, yb, weight=loss_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config["grad_stats"]:
@@ -146,18 +173,8 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
         train_seconds = time.perf_counter() - started
         metrics = dict(epoch=epoch, train_loss=loss_sum.item() / max(seen, 1), train_acc=correct.item() / max(seen, 1))
         diverged = not math.isfinite(metrics["train_loss"])
-        for split in ("val", "test"):
-            if split in splits:
-                loss, acc = evaluate(model, *splits[split], normalize)
-                metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
-                diverged = diverged or not math.isfinite(loss)
-        with torch.no_grad():
-            metrics["avg_weight"] = torch.stack([p.float().mean() for p in model.parameters()]).mean().item()
-            grad_means = (grad_sum / max(steps, 1)).tolist()
-            metrics["layers"] = [
-                dict(layer=k, layer_name=names[k], grad_abs_mean=grad_means[k] if config["grad_stats"] else math.nan,
-                     weight_mean=w.float().mean().item(), weight_std=w.float().std().item())
-                for k, w in enumerate(tracked)]
+        diverged = eval_splits(model, splits, normalize, config, device, metrics) or diverged
+        metrics.update(weight_metrics(model, tracked, names, grad_sum / max(steps, 1), config))
         if config["class_metrics"] == "every" or (config["class_metrics"] == "final" and
                                                   (epoch == config["epochs"] or diverged)):
             metrics["classes"], confusion = evaluate_classes(model, splits, normalize, data.classes, train_counts)

@@ -1,0 +1,1 @@
+"""Benchmarks of the trial path and the sweep machinery; see docs/benchmarks.md."""
