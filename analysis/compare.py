@@ -80,7 +80,7 @@ def compare(path_a: str, path_b: str, metric: str = "test_acc", out: str | None 
     report.caveats = [f"Fixed settings differ: {d}" for d in fixed_differences(ta, tb, keys)]
 
     res = compare_frame(ta, tb, keys, metric, scale)
-    report.table("compare_long", res.round(4), f"{metric}{' (%)' if pct else ''} per cell in A and B, "
+    report.table("compare_long", res, f"{metric}{' (%)' if pct else ''} per cell in A and B, "
                  "B - A with its 95% Welch CI and p", min_n=int(min(res["n_A"].min(), res["n_B"].min())))
     view = res[keys].copy() if keys else pd.DataFrame(index=res.index)
     view["A"] = [format_cell(m, c, n) for m, c, n in zip(res["mean_A"], res["ci_A"], res["n_A"].fillna(0))]

@@ -52,6 +52,8 @@ def errorbar_lines(stats: pd.DataFrame, x: str, colour: str, *, ylabel: str, xla
         if reference and reference in part and part[reference].notna().any():
             ax.plot(part[x], part[reference], ls="none", marker="s", mfc="none", color=palette[key[0]],
                     label=f"{label} (source)")
+    if pd.api.types.is_numeric_dtype(stats[x]):
+        ax.set_xticks(sorted(stats[x].unique()))  # the grid's values, not fractional ticks between them
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

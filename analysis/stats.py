@@ -58,8 +58,9 @@ def cell_stats(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
 
 def format_cell(mean: float, ci: float, n: int, digits: int = 1) -> str:
     """'55.8 ± 1.2 (n=3)'; 'n=1, no CI' for a single run; '-' for an empty cell."""
-    if not n or pd.isna(mean):
+    if pd.isna(n) or not n or pd.isna(mean):
         return "-"
+    n = int(n)
     if n == 1 or pd.isna(ci):
         return f"{mean:.{digits}f} (n=1, no CI)"
     return f"{mean:.{digits}f} ± {ci:.{digits}f} (n={n})"
@@ -95,7 +96,7 @@ def paired(df: pd.DataFrame, factor: str, a, b, value: str, pair_on: list[str], 
         p = d_z = math.nan
         if n >= 2:
             sd = float(diff.std())
-            if sd > 0:
+            if sd > 1e-9 * max(1.0, abs(mean)):  # identical differences: no spread, no t statistic
                 p = float(sps.ttest_rel(wide[a], wide[b]).pvalue)
                 d_z = mean / sd
         rows.append({**dict(zip(by, key)), "n": n, "diff": mean, "ci": half, "p": p, "d_z": d_z,

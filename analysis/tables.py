@@ -93,7 +93,7 @@ def stat_table(report: Report, name: str, trials: pd.DataFrame, value: str, *, r
     legend = "mean ± 95% CI half-width (n seeds)" + (" [source's value, our delta]" if has_source else "")
     report.table(name, wide.reset_index().fillna("-"), f"{caption}: {legend}", main=main,
                  min_n=int(stats["n"].min()) if len(stats) else 0)
-    report.table(f"{name}_long", stats.round(4), f"{caption}: one row per cell (CSV has every column)")
+    report.table(f"{name}_long", stats, f"{caption}: one row per cell (CSV has every column)")
     return stats
 
 
@@ -113,6 +113,6 @@ def paired_table(report: Report, name: str, trials: pd.DataFrame, value: str, *,
         return res
     lines = [f"- {', '.join(f'{k}={v}' for k, v in zip(by, r[by]))}: {r['statement']}" for _, r in res.iterrows()]
     report.text(f"**{caption}**\n\n" + "\n".join(lines))
-    report.table(name, res.round(4), f"{caption}: the numbers (diff = {a} - {b}, ci = 95% t half-width, "
+    report.table(name, res, f"{caption}: the numbers (diff = {a} - {b}, ci = 95% t half-width, "
                  "d_z = diff / sd of the paired differences)", min_n=int(res["n"].min()))
     return res
