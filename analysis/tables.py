@@ -86,6 +86,10 @@ def stat_table(report: Report, name: str, trials: pd.DataFrame, value: str, *, r
     stats = cell_stats(data, keys, "_value")
     if source is not None:
         stats = beside_source(stats, source)
+        entry = reference(source) if isinstance(source, str) else source
+        if entry.get("values"):
+            report.text(f"Source figures beside ours: {entry.get('source', '?')}; section "
+                        f"\"{entry.get('section', '?')}\"; {entry.get('table', 'table not named')}.")
     wide = stats.assign(cell=stats.apply(cell_text, axis=1, digits=digits))
     wide = wide.pivot(index=rows, columns=columns, values="cell")
     wide.columns = [f"{columns} {c}" for c in wide.columns]
