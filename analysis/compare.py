@@ -80,16 +80,17 @@ def compare(path_a: str, path_b: str, metric: str = "test_acc", out: str | None 
     report.caveats = [f"Fixed settings differ: {d}" for d in fixed_differences(ta, tb, keys)]
 
     res = compare_frame(ta, tb, keys, metric, scale)
-    report.table("compare_long", res, f"{metric}{' (%)' if pct else ''} per cell in A and B, "
-                 "B - A with its 95% Welch CI and p", min_n=int(min(res["n_A"].min(), res["n_B"].min())))
+    fewest = int(pd.concat([res["n_A"], res["n_B"]]).fillna(0).min())  # a cell missing from one sweep counts 0
     view = res[keys].copy() if keys else pd.DataFrame(index=res.index)
     view["A"] = [format_cell(m, c, n) for m, c, n in zip(res["mean_A"], res["ci_A"], res["n_A"].fillna(0))]
     view["B"] = [format_cell(m, c, n) for m, c, n in zip(res["mean_B"], res["ci_B"], res["n_B"].fillna(0))]
-    view["B - A"] = [describe_difference("B", "A", d, c, int(min(na, nb) if na == na and nb == nb else 0), p,
-                                         "Welch t", unit=unit, word="higher")
+    view["B - A"] = ["only in B" if pd.isna(na) else "only in A" if pd.isna(nb) else
+                     describe_difference("B", "A", d, c, int(min(na, nb)), p, "Welch t", unit=unit, word="higher")
                      for d, c, na, nb, p in zip(res["diff"], res["diff_ci"], res["n_A"], res["n_B"], res["p"])]
     report.table("compare", view, f"{metric}: mean ± 95% CI (n seeds) in A and B; the difference in words",
-                 main=True, min_n=int(min(res["n_A"].min(), res["n_B"].min())))
+                 main=True, min_n=fewest)
+    report.table("compare_long", res, f"{metric}{' (%)' if pct else ''} per cell in A and B, "
+                 "B - A with its 95% Welch CI and p", min_n=fewest)
     report.figure("compare", dot_plot(res, keys, f"{metric}{' (%)' if pct else ''}", name_a, name_b),
                   f"{metric} per cell, A vs B (error bars: 95% CI)")
     report.write()

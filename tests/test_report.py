@@ -175,16 +175,26 @@ def test_report_warns_on_one_seed(tmp_path):
 def test_compare_two_sweeps(tmp_path):
     a = fake_sweep(tmp_path, "before", seeds=3)
     b = fake_sweep(tmp_path, "after", seeds=3, shift=0.05)
+    extra = fake_sweep(tmp_path / "x", "after", seeds=1, shift=0.05)  # a depth-8 cell that only B has
+    for table in ("trials", "epochs", "layers"):
+        for f in (extra / f"{table}.parquet").glob("*he_normal_5_0*"):
+            f.rename(b / f"{table}.parquet" / f.name.replace("_5_0", "_8_0"))
+    trial = pd.read_parquet(b / "trials.parquet" / "after_he_normal_8_0.parquet").assign(depth=8)
+    trial.to_parquet(b / "trials.parquet" / "after_he_normal_8_0.parquet")
     assert report_mod.main(["--compare", str(a), str(b)]) == 0
     out = a / "report" / "compare-after"
     check_self_contained(out / "report.html")
     res = pd.read_csv(out / "compare_long.csv")
     assert set(res.columns) >= {"init", "depth", "mean_A", "mean_B", "n_A", "n_B", "diff", "diff_ci", "p"}
+    only_b = res[res.depth == 8]
+    assert len(only_b) == 1 and only_b["n_A"].isna().all() and only_b["n_B"].iloc[0] == 1
+    res = res[res.depth != 8]
     assert len(res) == 4 and (res["diff"].round(6) == 5.0).all()
     values_a = [100 * (0.40 + wobble("he_normal", 2, s)) for s in range(3)]
     row = res[(res.init == "he_normal") & (res.depth == 2)].iloc[0]
     assert row["p"] == pytest.approx(sps.ttest_ind(np.add(values_a, 5), values_a, equal_var=False).pvalue)
-    assert "B higher than A by 5.0" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "B higher than A by 5.0" in page and "only in B" in page and "as few as 0 seed(s)" in page
 
 
 def test_cli_errors(tmp_path, capsys):
