@@ -6,6 +6,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 PALETTE = plt.get_cmap("tab10").colors
 
@@ -83,6 +84,8 @@ def panel_lines(df: pd.DataFrame, panel: list[str], line: str, x: str, y: str, *
             label = f"{line}={value}" + (f" ({sty})" if style else "")
             ax.plot(mean.index, mean.values, ls, color=palette[value], marker="o", ms=3, label=label)
         ax.set_title(", ".join(f"{k}={v}" for k, v in zip(panel, key)) if panel else title)
+        if pd.api.types.is_integer_dtype(df[x]):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and layers: no 1.2, 1.4 ticks
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if logy:
