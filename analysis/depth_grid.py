@@ -3,40 +3,31 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.plots import panel_lines
-from analysis.report import Report, data_caveats, reference
-
-
-def reference_frame(study: str) -> pd.DataFrame:
-    ref = reference(study)
-    return pd.DataFrame(ref["values"], columns=[*ref["keys"], "reported"])
-
-
-def final_accuracy(trials: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean, std and n of final test accuracy (percent) per cell, over seeds."""
-    done = trials[trials["status"].isin(["completed", "diverged"])].copy()
-    done["acc"] = done["test_acc"] * 100
-    stats = done.groupby(keys)["acc"].agg(mean="mean", std="std", n="count").reset_index()
-    return stats
+from analysis.plots import errorbar_lines, panel_lines
+from analysis.report import Report
+from analysis.tables import paired_table, stat_table, varying_keys
 
 
 def build(report: Report, tables: dict) -> None:
     trials, epochs, layers = tables["trials"], tables["epochs"], tables["layers"]
-    ref = reference("depth_grid")
-    for note in data_caveats(trials, {k: v for k, v in ref["protocol"].items() if k != "data_source"}):
-        report.text(f"> {note}")
-    keys = ["init", "activation", "depth"]
-    stats = final_accuracy(trials, keys).merge(reference_frame("depth_grid"), on=keys, how="left")
-    stats["delta"] = stats["mean"] - stats["reported"]
-    report.table("final_test_acc_long", stats.round(2),
-                 "Final test accuracy (%) per cell: mean, std over seeds, n, the source's figure and our delta")
-    cell = stats.apply(lambda r: (f"{r['mean']:.1f} (n=1, no spread)" if r["n"] == 1 else
-                                  f"{r['mean']:.1f} ± {r['std']:.1f} (n={r['n']})")
-                       + ("" if pd.isna(r["reported"]) else f" [src {r['reported']:.1f}]"), axis=1)
-    wide = stats.assign(cell=cell).pivot(index=["init", "activation"], columns="depth", values="cell")
-    wide.columns = [f"depth {d}" for d in wide.columns]
-    report.table("final_test_acc", wide.reset_index(),
-                 "Final test accuracy (%): mean ± std (n seeds) [source document's value]", main=True)
+    # The study's keys, plus any axis a run added with --grid (e.g. lr), so cells never mix settings.
+    keys = varying_keys(trials, ["init", "activation", "depth"])
+    rows = [k for k in keys if k != "depth"]
+    stats = stat_table(report, "final_test_acc", trials, "test_acc", rows=rows, columns="depth", scale=100,
+                       source="depth_grid", main=True, caption="Final test accuracy (%)")
+    paired_table(report, "paired_init", trials, "test_acc", factor="init", a="he_normal", b="normal", keys=keys,
+                 scale=100, caption="He vs N(0,1) init, paired by seed (difference in accuracy points)")
+    paired_table(report, "paired_activation", trials, "test_acc", factor="activation", a="prelu", b="relu",
+                 keys=keys, scale=100, caption="PReLU vs ReLU, paired by seed (difference in accuracy points)")
+    extra = {k: stats[k].iloc[0] for k in rows if k not in ("init", "activation")}
+    shown = stats[(stats[list(extra)] == pd.Series(extra)).all(axis=1)] if extra else stats
+    if len(shown):
+        at = "".join(f", {k}={v}" for k, v in extra.items())
+        report.figure("final_test_acc_vs_depth", errorbar_lines(
+            shown, "depth", "init", style="activation", reference="source", xlabel="depth (conv layers)",
+            ylabel="final test accuracy (%)",
+            title=f"Final test accuracy vs depth{at}: mean ± 95% CI over seeds; hollow squares = source"),
+            f"Final test accuracy vs depth{at}, colour = init, line style = activation")
 
     meta = trials[["trial_id", "init", "activation", "depth"]]
     curves = epochs.merge(meta, on="trial_id")

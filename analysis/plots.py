@@ -6,13 +6,62 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 PALETTE = plt.get_cmap("tab10").colors
 
 
+def named_colour(value):
+    """The fixed colour of a registered init or activation name (registry order), else None.
+
+    An init or activation is drawn in the same colour in every figure of every
+    report, whichever other names share the figure.
+    """
+    from trainables.activations import ACTIVATIONS  # lazy: torch is only needed for these names
+    from trainables.inits import INITS
+    for registry in (INITS, ACTIVATIONS):
+        if isinstance(value, str) and value in registry:
+            return PALETTE[list(registry).index(value) % len(PALETTE)]
+    return None
+
+
 def colours(values) -> dict:
-    """A stable colour per value (sorted), so a depth or an init keeps its colour in every figure."""
-    return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(sorted(pd.unique(pd.Series(list(values)))))}
+    """A stable colour per value: fixed for init/activation names, else by sorted position (depths, ...)."""
+    unique = sorted(pd.unique(pd.Series(list(values))))
+    named = {v: named_colour(v) for v in unique}
+    if all(c is not None for c in named.values()):
+        return named
+    return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(unique)}
+
+
+def errorbar_lines(stats: pd.DataFrame, x: str, colour: str, *, ylabel: str, xlabel: str, title: str,
+                   style: str | None = None, reference: str | None = None):
+    """Cell means with 95% CI error bars against `x`, one colour per `colour` value, line style per `style`.
+
+    `stats` has mean, ci (NaN for n=1: no bar) and optionally a `reference`
+    column drawn as hollow markers (the source document's figure).
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    palette = colours(stats[colour])
+    styles = {v: ls for v, ls in zip(sorted(stats[style].unique()), ("-", "--", ":", "-."))} if style else {}
+    for key, part in stats.groupby([colour, style] if style else [colour], sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        part = part.sort_values(x)
+        label = " + ".join(map(str, key))
+        ax.errorbar(part[x], part["mean"], yerr=part["ci"].fillna(0), color=palette[key[0]], capsize=3,
+                    ls=styles.get(key[-1], "-") if style else "-", marker="o", ms=4, label=label)
+        if reference and reference in part and part[reference].notna().any():
+            ax.plot(part[x], part[reference], ls="none", marker="s", mfc="none", color=palette[key[0]],
+                    label=f"{label} (source)")
+    if pd.api.types.is_numeric_dtype(stats[x]):
+        ax.set_xticks(sorted(stats[x].unique()))  # the grid's values, not fractional ticks between them
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
 
 
 def panel_lines(df: pd.DataFrame, panel: list[str], line: str, x: str, y: str, *, ylabel: str, xlabel: str,
@@ -37,6 +86,8 @@ def panel_lines(df: pd.DataFrame, panel: list[str], line: str, x: str, y: str, *
             label = f"{line}={value}" + (f" ({sty})" if style else "")
             ax.plot(mean.index, mean.values, ls, color=palette[value], marker="o", ms=3, label=label)
         ax.set_title(", ".join(f"{k}={v}" for k, v in zip(panel, key)) if panel else title)
+        if pd.api.types.is_integer_dtype(df[x]):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and layers: no 1.2, 1.4 ticks
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if logy:

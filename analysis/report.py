@@ -2,8 +2,12 @@
 
 Each study registers a module in STUDIES with `build(report, tables)`; it adds
 tables and figures through the Report object, which writes them as CSV,
-Markdown and PNG under `<storage>/<name>/report/` and an index.md linking them.
+Markdown and PNG under `<storage>/<name>/report/`, an index.md linking them,
+and one self-contained report.html (header, tables, embedded figures).
 The study is read from the trials table, so the command needs only the path.
+
+`python -m analysis.report --compare A B` puts two sweeps side by side
+(see analysis/compare.py).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import argparse
 import importlib
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +25,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.results import load  # noqa: E402
+from analysis.html import render as render_html  # noqa: E402
+from analysis.results import load, open_store  # noqa: E402
+from analysis.stats import MIN_SEEDS, seed_warning  # noqa: E402
 
 STUDIES = {
     "depth_grid": "analysis.depth_grid",
@@ -57,15 +64,31 @@ class Report:
     title: str
     sections: list = field(default_factory=list)
     main_table: str = ""
+    header: dict = field(default_factory=dict)   # label -> value, the page's header table
+    caveats: list = field(default_factory=list)  # where the data depart from the source protocol
+    frames: dict = field(default_factory=dict)   # table name -> DataFrame, for the HTML page
+    notes: dict = field(default_factory=dict)    # table name -> warnings shown with the table
 
     def text(self, markdown: str) -> None:
+        if markdown.startswith("> ") and markdown[2:] in self.caveats:
+            return  # already in the header (build_report derives the caveats for every study)
         self.sections.append(("text", markdown))
 
-    def table(self, name: str, df: pd.DataFrame, caption: str = "", main: bool = False) -> None:
+    def table(self, name: str, df: pd.DataFrame, caption: str = "", main: bool = False,
+              min_n: int | None = None) -> None:
+        """`min_n`: fewest seeds behind any cell (default: the smallest value of an `n` column, if any);
+        below 3 the table carries a warning."""
         df.to_csv(self.outdir / f"{name}.csv", index=False)
         md = markdown_table(df)
         (self.outdir / f"{name}.md").write_text(md + "\n")
         self.sections.append(("table", name, caption, md))
+        self.frames[name] = df
+        if min_n is None and "n" in df.columns and len(df):
+            min_n = int(df["n"].min())
+        warning = seed_warning([min_n] if min_n is not None else [])
+        if warning:
+            self.notes.setdefault(name, []).append(warning)
+            md = f"{md}\n\n**Warning:** {warning}"
         if main:
             self.main_table = f"{caption}\n\n{md}" if caption else md
 
@@ -81,12 +104,15 @@ class Report:
                 parts.append(section[1] + "\n")
             elif section[0] == "table":
                 _, name, caption, md = section
-                parts.append(f"## {caption or name}\n\n{md}\n\n[{name}.csv]({name}.csv)\n")
+                warn = "".join(f"\n**Warning:** {w}\n" for w in self.notes.get(name, []))
+                parts.append(f"## {caption or name}\n{warn}\n{md}\n\n[{name}.csv]({name}.csv)\n")
             else:
                 _, name, caption = section
                 parts.append(f"## {caption or name}\n\n![{caption or name}]({name}.png)\n")
+        header = [f"- {k}: {v}" for k, v in self.header.items()] + [f"> {c}" for c in self.caveats]
         index = self.outdir / "index.md"
-        index.write_text("\n".join(parts))
+        index.write_text("\n".join([parts[0], *header, "", *parts[1:]]))
+        (self.outdir / "report.html").write_text(render_html(self))
         return index
 
 
@@ -100,15 +126,44 @@ def data_caveats(trials: pd.DataFrame, protocol: dict) -> list[str]:
         n = int(trials["n_train"].max())
         notes.append(f"Trained on a subset of {n:,} training images, not the full set: "
                      "accuracies are not comparable with the source's.")
+    elif "train_subset" in trials and trials["train_subset"].fillna(0).max() > 0:
+        n = int(trials["n_train"].max()) if "n_train" in trials else int(trials["train_subset"].max())
+        notes.append(f"Only the first {n:,} training images were used (train_subset), not the full set.")
     for key, wanted in protocol.items():
         if key in trials:
             used = sorted(trials[key].dropna().unique().tolist())
             if used != [wanted]:
                 notes.append(f"{key} = {', '.join(map(str, used))} here; the source used {wanted}.")
     seeds = trials.groupby([c for c in ("study",) if c in trials]).seed.nunique().min() if "seed" in trials else 1
-    if seeds < 3:
-        notes.append(f"Only {seeds} seed(s) per configuration: spreads are not meaningful below 3.")
+    if seeds < MIN_SEEDS:
+        notes.append(f"Only {seeds} seed(s) per configuration: spreads are not meaningful below {MIN_SEEDS}.")
     return notes
+
+
+def sweep_header(path: str, trials: pd.DataFrame) -> dict:
+    """The facts a reader needs first: what ran, when, on which code and data, how it ended, what it cost."""
+    try:
+        info = open_store(path).read_json("sweep.json")
+    except Exception:  # an older or hand-made sweep folder: fall back on the trials table
+        info = {}
+    finished = trials["finished_at"].dropna().astype(str) if "finished_at" in trials else pd.Series([], dtype=str)
+    when = info.get("started_at") or (finished.min() if len(finished) else "unknown")
+    if len(finished):
+        when += f" to {finished.max()}"
+    data = info.get("data") or {}
+    sources = sorted(trials["data_source"].dropna().unique()) if "data_source" in trials else []
+    dataset = ", ".join(data.values()) if data else ", ".join(sorted(trials.get("dataset", pd.Series()).unique()))
+    counts = trials["status"].value_counts()
+    seconds = float(trials["train_seconds"].fillna(0).sum()) if "train_seconds" in trials else 0.0
+    return {
+        "sweep": f"{trials['sweep'].iloc[0]} (study {trials['study'].iloc[0]})",
+        "date": f"{when} (report written {time.strftime('%Y-%m-%d %H:%M')})",
+        "code version": ", ".join(sorted(trials["code_version"].dropna().astype(str).unique())),
+        "data set": f"{'/'.join(sources) or 'unknown'}: {dataset}",
+        "trials": f"{len(trials)}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+        "compute time": f"{seconds / 3600:.2f} h ({seconds:,.0f} s summed over trials' train_seconds)",
+        "command": " ".join(info.get("argv", [])) or "unknown",
+    }
 
 
 def build_report(path: str) -> Report:
@@ -125,9 +180,9 @@ def build_report(path: str) -> Report:
     outdir = local / "report"
     outdir.mkdir(parents=True, exist_ok=True)
     report = Report(outdir, tables, title=f"Sweep {trials['sweep'].iloc[0]} ({studies[0]})")
-    counts = trials["status"].value_counts().to_dict()
-    report.text("Trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-                + f". Code version: {', '.join(trials['code_version'].unique())}.")
+    report.header = sweep_header(path, trials)
+    protocol = reference(studies[0]).get("protocol", {})
+    report.caveats = data_caveats(trials, {k: v for k, v in protocol.items() if k != "data_source"})
     importlib.import_module(STUDIES[studies[0]]).build(report, tables)
     report.write()
     return report
@@ -135,14 +190,28 @@ def build_report(path: str) -> Report:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("path", help="<storage>/<name> of a sweep")
+    parser.add_argument("path", nargs="?", help="<storage>/<name> of a sweep")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                        help="two sweeps side by side, cell by cell (page under A/report/compare-<B>/)")
+    parser.add_argument("--metric", default="test_acc", help="--compare: trials column to compare (default test_acc)")
+    parser.add_argument("--out", help="--compare: folder for the comparison page instead of A/report/compare-<B>/")
     args = parser.parse_args(argv)
-    if not Path(args.path).exists() and "://" not in args.path:
-        print(f"error: no sweep results at {args.path}", file=sys.stderr)
+    paths = args.compare or ([args.path] if args.path else [])
+    if not paths or (args.compare and args.path):
+        parser.print_usage(sys.stderr)
+        print("error: give one sweep path, or --compare A B", file=sys.stderr)
         return 2
-    report = build_report(args.path)
+    for path in paths:
+        if not Path(path).exists() and "://" not in path:
+            print(f"error: no sweep results at {path}", file=sys.stderr)
+            return 2
+    if args.compare:
+        from analysis.compare import compare
+        report = compare(*args.compare, metric=args.metric, out=args.out)
+    else:
+        report = build_report(args.path)
     print(report.main_table)
-    print(f"\nreport: {report.outdir / 'index.md'}")
+    print(f"\nreport: {report.outdir / 'report.html'} (and index.md)")
     return 0
 
 

@@ -1,0 +1,267 @@
+"""Reports: seed statistics against scipy, warnings, the self-contained page, --compare, and a real browser."""
+from __future__ import annotations
+
+import base64
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from analysis import report as report_mod
+from analysis.compare import compare
+from analysis.stats import cell_stats, describe_difference, format_cell, paired, seed_warning, t_interval, welch
+from sweeps.storage import Store
+from trainables.config import resolve
+
+REPO = Path(__file__).resolve().parents[1]
+
+# --- the statistics, against values computed here by hand with scipy -------------------------------------------
+
+
+def test_t_interval_is_student_t():
+    x = [52.0, 55.5, 53.25, 57.0]
+    mean, half, n = t_interval(x)
+    expected = sps.t.ppf(0.975, 3) * np.std(x, ddof=1) / math.sqrt(4)
+    assert n == 4 and mean == pytest.approx(np.mean(x)) and half == pytest.approx(expected)
+
+
+def test_single_seed_has_no_interval_and_says_so():
+    mean, half, n = t_interval([61.0])
+    assert (mean, n) == (61.0, 1) and math.isnan(half)
+    table = cell_stats(pd.DataFrame({"k": ["a", "a", "b"], "v": [1.0, 3.0, 7.0]}), ["k"], "v")
+    b = table.set_index("k").loc["b"]
+    assert b["n"] == 1 and math.isnan(b["ci"]) and math.isnan(b["std"])
+    assert format_cell(b["mean"], b["ci"], b["n"]) == "7.0 (n=1, no CI)"
+    a = table.set_index("k").loc["a"]
+    assert format_cell(a["mean"], a["ci"], a["n"]) == f"2.0 ± {sps.t.ppf(0.975, 1) * 1.0:.1f} (n=2)"
+
+
+def test_seed_warning_below_three():
+    assert "2 seed(s)" in seed_warning([3, 2, 5])
+    assert seed_warning([3, 4]) == ""
+
+
+def test_paired_matches_ttest_rel_and_reports_in_words():
+    seeds = [0, 1, 2, 3, 4]
+    he = [60.0, 58.0, 63.0, 61.0, 59.5]
+    normal = [45.0, 47.0, 46.5, 44.0, 48.0]
+    df = pd.DataFrame({"init": ["he"] * 5 + ["normal"] * 5, "depth": 2, "seed": seeds * 2, "acc": he + normal})
+    res = paired(df, "init", "he", "normal", "acc", pair_on=["seed"], by=["depth"]).iloc[0]
+    d = np.subtract(he, normal)
+    assert res["n"] == 5 and res["diff"] == pytest.approx(d.mean())
+    assert res["p"] == pytest.approx(sps.ttest_rel(he, normal).pvalue)
+    assert res["ci"] == pytest.approx(sps.t.ppf(0.975, 4) * d.std(ddof=1) / math.sqrt(5))
+    assert res["d_z"] == pytest.approx(d.mean() / d.std(ddof=1))
+    assert res["statement"].startswith(f"he better than normal by {d.mean():.1f} ± {res['ci']:.1f} points")
+    assert "5 seeds, paired t p" in res["statement"]
+
+
+def test_paired_drops_unpaired_seeds():
+    df = pd.DataFrame({"init": ["a", "a", "a", "b", "b"], "seed": [0, 1, 2, 0, 1], "v": [5.0, 6.0, 9.0, 1.0, 1.5]})
+    res = paired(df, "init", "a", "b", "v", pair_on=["seed"], by=[]).iloc[0]
+    assert res["n"] == 2 and res["diff"] == pytest.approx(4.25)
+
+
+def test_welch_matches_scipy_and_handles_one_value():
+    a, b = [50.0, 52.0, 51.0], [55.0, 59.0, 56.0, 58.0]
+    diff, half, p = welch(a, b)
+    ref = sps.ttest_ind(b, a, equal_var=False)
+    assert diff == pytest.approx(np.mean(b) - np.mean(a)) and p == pytest.approx(ref.pvalue)
+    assert diff - half == pytest.approx(ref.confidence_interval(0.95).low)
+    diff, half, p = welch([50.0], b)
+    assert math.isnan(half) and math.isnan(p) and diff == pytest.approx(np.mean(b) - 50)
+    assert "no test possible" in describe_difference("B", "A", 3.0, math.nan, 1, math.nan, "Welch t")
+
+
+# --- a sweep folder written directly (no Ray), so the numbers are known ----------------------------------------
+
+ACC = {("he_normal", 2): 0.40, ("he_normal", 5): 0.45, ("normal", 2): 0.25, ("normal", 5): 0.20}
+
+
+def wobble(init: str, depth: int, seed: int) -> float:
+    return 0.01 * ((seed * 7 + depth + len(init)) % 3)
+
+
+def fake_sweep(storage: Path, name: str, seeds: int, shift: float = 0.0, epochs: int = 2) -> Path:
+    """A finished depth_grid-shaped sweep: accuracy = ACC + shift + a seed-dependent wobble."""
+    store = Store(str(storage), name)
+    for (init, depth), acc in ACC.items():
+        for seed in range(seeds):
+            cfg = resolve({"init": init, "depth": depth, "seed": seed, "epochs": epochs, "train_subset": 500})
+            tid = f"{name}_{init}_{depth}_{seed}"
+            final = acc + shift + wobble(init, depth, seed)
+            store.write_rows("trials", tid, [dict(cfg, trial_id=tid, sweep=name, study="depth_grid",
+                                                  status="completed", error="", data_source="subset", n_train=500,
+                                                  test_acc=final, train_seconds=10.0 + seed,
+                                                  code_version="abc123", finished_at="2026-01-01T00:00:00")])
+            for epoch in range(1, epochs + 1):
+                store.write_rows("epochs", f"{tid}-e{epoch}", [dict(
+                    trial_id=tid, sweep=name, epoch=epoch, test_acc=final * epoch / epochs, avg_weight=0.01 * epoch)])
+                store.write_rows("layers", f"{tid}-e{epoch}", [dict(
+                    trial_id=tid, epoch=epoch, layer=i, layer_name=f"conv{i + 1}", grad_abs_mean=10.0 ** -(i + epoch),
+                    weight_mean=0.0, weight_std=0.1) for i in range(depth + 1)])
+    return storage / name
+
+
+class Refs(HTMLParser):
+    """Every src/href on a page and every <img> src."""
+
+    def __init__(self):
+        super().__init__()
+        self.refs, self.images = [], []
+
+    def handle_starttag(self, tag, attrs):
+        for key, value in attrs:
+            if key in ("src", "href", "srcset", "data", "poster", "action"):
+                self.refs.append(value)
+                if tag == "img":
+                    self.images.append(value)
+
+
+def check_self_contained(page: Path) -> Refs:
+    text = page.read_text()
+    refs = Refs()
+    refs.feed(text)
+    external = [r for r in refs.refs if not (r.startswith("data:") or r.startswith("#"))]
+    assert not external, f"references leaving the page: {external}"
+    assert not re.search(r"url\((?!data:)", text), "CSS url() pointing outside the page"
+    for src in refs.images:
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    return refs
+
+
+def test_report_page_three_seeds(tmp_path):
+    path = fake_sweep(tmp_path, "dg", seeds=3)
+    rep = report_mod.build_report(str(path))
+    page = rep.outdir / "report.html"
+    refs = check_self_contained(page)
+    assert len(refs.images) == 4  # accuracy vs depth, curves, average weight, gradient flow
+    text = page.read_text()
+    # header: counts, compute time, data set and the departures from the source protocol
+    assert "12: 12 completed" in text and "132 s summed" in text and "subset" in text
+    assert "epochs = 2 here; the source used 10" in text
+    # means, CIs, n, and the source's figure with our delta
+    long = pd.read_csv(rep.outdir / "final_test_acc_long.csv")
+    cell = long[(long.init == "he_normal") & (long.depth == 2)].iloc[0]
+    values = [100 * (0.40 + wobble("he_normal", 2, s)) for s in range(3)]
+    assert cell["n"] == 3 and cell["mean"] == pytest.approx(np.mean(values), abs=1e-3)
+    assert cell["ci"] == pytest.approx(sps.t.ppf(0.975, 2) * sps.sem(values), abs=1e-3)
+    assert cell["source"] == 55.83 and cell["delta"] == pytest.approx(cell["mean"] - 55.83, abs=1e-3)
+    assert "[src 55.8, Δ" in text
+    # the paired headline, in words, and no seed warning at n = 3
+    assert "he_normal better than normal by" in text and "3 seeds, paired t" in text
+    assert "fewer than 3" not in text
+    assert (rep.outdir / "final_test_acc.csv").exists() and (rep.outdir / "gradient_flow.png").exists()
+
+
+def test_report_warns_on_one_seed(tmp_path):
+    rep = report_mod.build_report(str(fake_sweep(tmp_path, "dg1", seeds=1)))
+    text = (rep.outdir / "report.html").read_text()
+    assert "(n=1, no CI)" in text and "1 seed: no test possible" in text
+    assert "rests on as few as 1 seed(s)" in text and "Only 1 seed(s) per configuration" in text
+    assert "Warning:" in rep.main_table
+
+
+def test_compare_two_sweeps(tmp_path):
+    a = fake_sweep(tmp_path, "before", seeds=3)
+    b = fake_sweep(tmp_path, "after", seeds=3, shift=0.05)
+    extra = fake_sweep(tmp_path / "x", "after", seeds=1, shift=0.05)  # a depth-8 cell that only B has
+    for table in ("trials", "epochs", "layers"):
+        for f in (extra / f"{table}.parquet").glob("*he_normal_5_0*"):
+            f.rename(b / f"{table}.parquet" / f.name.replace("_5_0", "_8_0"))
+    trial = pd.read_parquet(b / "trials.parquet" / "after_he_normal_8_0.parquet").assign(depth=8)
+    trial.to_parquet(b / "trials.parquet" / "after_he_normal_8_0.parquet")
+    assert report_mod.main(["--compare", str(a), str(b)]) == 0
+    out = a / "report" / "compare-after"
+    check_self_contained(out / "report.html")
+    res = pd.read_csv(out / "compare_long.csv")
+    assert set(res.columns) >= {"init", "depth", "mean_A", "mean_B", "n_A", "n_B", "diff", "diff_ci", "p"}
+    only_b = res[res.depth == 8]
+    assert len(only_b) == 1 and only_b["n_A"].isna().all() and only_b["n_B"].iloc[0] == 1
+    res = res[res.depth != 8]
+    assert len(res) == 4 and (res["diff"].round(6) == 5.0).all()
+    values_a = [100 * (0.40 + wobble("he_normal", 2, s)) for s in range(3)]
+    row = res[(res.init == "he_normal") & (res.depth == 2)].iloc[0]
+    assert row["p"] == pytest.approx(sps.ttest_ind(np.add(values_a, 5), values_a, equal_var=False).pvalue)
+    page = (out / "report.html").read_text()
+    assert "B higher than A by 5.0" in page and "only in B" in page and "as few as 0 seed(s)" in page
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert report_mod.main([]) == 2
+    assert report_mod.main([str(tmp_path / "missing")]) == 2
+    assert report_mod.main(["--compare", str(tmp_path / "x"), str(tmp_path / "y")]) == 2
+
+
+# --- the page in a real browser ------------------------------------------------------------------------------
+
+CHECK = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);
+  const refs = [...document.querySelectorAll('[src],[href]')].map(e => e.getAttribute('src') || e.getAttribute('href'))
+    .filter(r => !r.startsWith('data:') && !r.startsWith('#'));
+  const fetched = performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'));
+  const out = document.createElement('pre');
+  out.id = 'browser-check';
+  out.textContent = JSON.stringify({images: imgs.length, bad, refs, fetched});
+  document.body.appendChild(out);
+});
+</script>"""
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        pytest.skip("chromium is not installed (scripts/install-test-deps.sh installs Debian's package)")
+    return exe
+
+
+def test_report_loads_in_chromium(tmp_path):
+    import json
+    exe = chromium()
+    rep = report_mod.build_report(str(fake_sweep(tmp_path, "dg", seeds=2)))
+    page = rep.outdir / "report.html"
+    probe = tmp_path / "probe.html"  # the report plus a script that writes what the browser saw into the DOM
+    probe.write_text(page.read_text().replace("</body>", CHECK + "</body>"))
+    run = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                          "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="browser-check">(.*?)</pre>', run.stdout)
+    assert found, f"no check result in the DOM; chromium said: {run.stderr[-2000:]}"
+    result = json.loads(found.group(1).replace("&quot;", '"'))
+    assert result == {"images": 4, "bad": [], "refs": [], "fetched": []}
+    shot = tmp_path / "shot.png"
+    subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1200,1600",
+                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+# --- end to end: a real smoke sweep through Ray, then the command -----------------------------------------------
+
+@pytest.mark.slow
+def test_smoke_sweep_report_command(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    sweep = subprocess.run([sys.executable, "sweeps/depth_grid.py", "--smoke", "--set", "dataset=synthetic",
+                            "--storage", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    cli = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "depth_grid")], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert "report.html" in cli.stdout and "(n=1, no CI)" in cli.stdout
+    text = (tmp_path / "depth_grid" / "report" / "report.html").read_text()
+    assert "Synthetic images" in text and "4: 4 completed" in text
+    check_self_contained(tmp_path / "depth_grid" / "report" / "report.html")
