@@ -1,22 +1,20 @@
 """Report for the dropout/LSUV slice of the depth grid: final accuracy by scheme x dropout x depth, curves."""
 from __future__ import annotations
 
-from analysis.depth_grid import final_accuracy
 from analysis.plots import panel_lines
-from analysis.report import Report, data_caveats, reference
+from analysis.report import Report
+from analysis.tables import paired_table, stat_table, varying_keys
 
 
 def build(report: Report, tables: dict) -> None:
     trials, epochs = tables["trials"], tables["epochs"]
-    protocol = {k: v for k, v in reference("depth_grid")["protocol"].items() if k != "data_source"}
-    for note in data_caveats(trials, protocol):
-        report.text(f"> {note}")
-    keys = ["scheme", "dropout", "depth"]
-    stats = final_accuracy(trials, keys)
-    report.table("final_test_acc_long", stats.round(2), "Final test accuracy (%): mean, std over seeds, n")
-    wide = stats.pivot_table(index=["scheme", "dropout"], columns="depth", values="mean").round(2)
-    wide.columns = [f"depth {d}" for d in wide.columns]
-    report.table("final_test_acc", wide.reset_index(), "Final test accuracy (%), mean over seeds", main=True)
+    keys = varying_keys(trials, ["scheme", "dropout", "depth"])
+    stat_table(report, "final_test_acc", trials, "test_acc", rows=[k for k in keys if k != "depth"],
+               columns="depth", scale=100, main=True, caption="Final test accuracy (%)")
+    if trials["scheme"].nunique() == 2:
+        a, b = sorted(trials["scheme"].unique())
+        paired_table(report, "paired_scheme", trials, "test_acc", factor="scheme", a=a, b=b, keys=keys, scale=100,
+                     caption=f"{a} vs {b} init, paired by seed (difference in accuracy points)")
     curves = epochs.merge(trials[["trial_id", *keys]], on="trial_id")
     for split in ("train", "test"):
         curves[f"{split}_acc_pct"] = curves[f"{split}_acc"] * 100
