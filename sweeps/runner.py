@@ -64,6 +64,7 @@ def plan(sweep: Sweep, args) -> list[dict]:
         args.set = [*args.set, f"epochs={args.epochs}"]
     sets = dict(_split_kv(s, "--set") for s in args.set)
     sets = {k: coerce(k, v) for k, v in sets.items()}
+    args.parsed_sets = sets  # shown by --dry-run with their parsed types
     grid = (sweep.smoke_grid or sweep.grid) if args.smoke else sweep.grid
     for text in args.grid:
         key, values = _split_kv(text, "--grid")
@@ -127,7 +128,9 @@ def load_data(specs: list[dict], data_dir: str) -> dict:
     return datasets
 
 
-def print_dry_run(specs: list[dict]) -> None:
+def print_dry_run(specs: list[dict], sets: dict | None = None) -> None:
+    if sets:
+        print("--set: " + ", ".join(f"{k}={v!r} ({type(v).__name__})" for k, v in sets.items()))
     for i, spec in enumerate(specs):
         print(f"{i:3d}  {spec['title']:<60s}  params={spec['facts']['params']:,}")
     print(f"{len(specs)} trials")
@@ -269,7 +272,7 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
         check_resources(args)
         specs = plan(sweep, args)
         if args.dry_run:
-            print_dry_run(specs)
+            print_dry_run(specs, getattr(args, "parsed_sets", None))
             return 0
         store = Store(args.storage, args.name)
         store.check_writable()
