@@ -12,7 +12,7 @@ from trainables.config import DEFAULTS
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
 # Placement reported by trainables.ray_trainable.placement(): which node and logical GPUs, and when.
-PLACEMENT = ("node_id", "gpu_ids", "trial_started", "reported_at")
+PLACEMENT = ("node_id", "gpu_ids", "trial_started", "reported_at", "failures")
 
 
 def trial_row(trial_id: str, spec: dict, meta: dict, status: str, last: dict | None, error: str = "") -> dict:
@@ -84,6 +84,8 @@ class Recorder(tune.Callback):
 
     def _finish(self, trial, status: str, last: dict | None, error: str = "") -> None:
         last = latest_epoch(self.store, trial.trial_id, last)
+        # How often Ray restarted it (FailureConfig.max_failures): retries are visible in the table.
+        last = {**(last or {}), "failures": int(getattr(trial, "num_failures", 0))}
         self._write_trial(trial, status, last, error)
         self.finished += 1
         last = last or {}

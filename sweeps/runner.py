@@ -203,8 +203,11 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     from trainables.ray_trainable import run_trial
 
     meta = dict(sweep=store.name, study=sweep.study, code_version=code_version())
+    # Without --address, start a private Ray here ("local"): plain ray.init() would join any cluster this
+    # machine happens to run. Under `ray job submit`, RAY_ADDRESS names the cluster the job belongs to.
+    address = args.address or os.environ.get("RAY_ADDRESS") or "local"
     try:
-        ray.init(address=args.address, include_dashboard=False, logging_level="warning",
+        ray.init(address=address, include_dashboard=False, logging_level="warning",
                  runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})
     except (ConnectionError, ValueError) as exc:
         raise ConfigError(f"--address {args.address}: cannot join that Ray cluster "
