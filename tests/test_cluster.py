@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def test_multi_node_sweep_with_fractional_gpus(tmp_path, tiny_cifar10, capsys):
     temp_dir = tempfile.mkdtemp(prefix="rc6-")  # short: Ray's socket paths must stay under 108 bytes
     with keep_address_file():
         cluster = Cluster(initialize_head=True, head_node_args=dict(
-            node, port=free_port(), include_dashboard=False, temp_dir=temp_dir))
+            node, gcs_server_port=free_port(), include_dashboard=False, temp_dir=temp_dir))
     try:
         cluster.add_node(**dict(node, dashboard_agent_listen_port=free_port(), metrics_export_port=free_port()))
         cluster.wait_for_nodes()
@@ -160,7 +161,11 @@ def ray_cli(*args, timeout=300, **kw) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_ray_job_submit_runs_a_sweep(tmp_path, tiny_cifar10):
     pytest.importorskip("aiohttp", reason="the jobs API needs ray[default] (pip install -e '.[test]')")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    import secrets
+    # Ray 2.60 turns token authentication on for `ray start --head`; give this cluster its own token
+    # (the CLI calls below and the job's driver use it) instead of the one shared in ~/.ray.
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     dashboard = free_port()
     temp_dir = tempfile.mkdtemp(prefix="rj6-")
     address_file = keep_address_file()
@@ -186,12 +191,14 @@ def test_ray_job_submit_runs_a_sweep(tmp_path, tiny_cifar10):
         status = ""
         deadline = time.time() + 420
         while time.time() < deadline:
-            status = ray_cli("job", "status", "--address", address, "smoke-6", env=env).stdout
-            if re.search(r"\b(SUCCEEDED|FAILED|STOPPED)\b", status):
+            answer = ray_cli("job", "status", "--address", address, "smoke-6", env=env)
+            status = answer.stdout + answer.stderr  # the CLI logs the status line to stderr
+            if re.search(r"Job 'smoke-6' (succeeded|failed|was stopped)", status):  # the CLI's words for
+                # the terminal states SUCCEEDED, FAILED and STOPPED
                 break
             time.sleep(3)
         logs = ray_cli("job", "logs", "--address", address, "smoke-6", env=env).stdout
-        assert "SUCCEEDED" in status, status + logs[-3000:]
+        assert "Job 'smoke-6' succeeded" in status, status + logs[-3000:]
     finally:
         stop_group(head)
     assert "sweep depth_grid: 4 completed" in logs
@@ -210,6 +217,8 @@ def wait_for_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
         try:
             with urllib.request.urlopen(url, timeout=5):
                 return
+        except urllib.error.HTTPError:  # it answers (401 without a token): it is up
+            return
         except OSError:
             time.sleep(2)
     raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
