@@ -74,6 +74,10 @@ def test_no_ray_port_is_open_to_the_internet():
         assert (low, high) == (22, 22)  # the only rule from outside is SSH
     starts = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
     assert "0.0.0.0" not in starts and "--ray-client-server-port" not in starts
+    # and token authentication on every node, with the token shipped from the user's machine
+    for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
+        assert "ray start" not in command or "RAY_AUTH_MODE=token" in command
+    assert any(target.endswith(".ray/auth_token") for target in config["file_mounts"])
 
 
 def test_readme_cluster_section_matches_cluster_yaml():
@@ -81,7 +85,7 @@ def test_readme_cluster_section_matches_cluster_yaml():
     section = readme.split("## Running on a cluster", 1)[1].split("\n## ", 1)[0]
     for command in ("ray up cluster.yaml", "ray dashboard cluster.yaml", "ray down cluster.yaml",
                     "ray job submit --address http://localhost:8265 --working-dir . -- python sweeps/depth_grid.py",
-                    "ray job logs", "--resume"):
+                    "ray job logs", "--resume", "ray get-auth-token --generate", "RAY_AUTH_MODE=token"):
         assert command in section, command
     config_text = (REPO / "cluster.yaml").read_text()
     group = cluster_config()["provider"]["security_group"]["GroupName"]
