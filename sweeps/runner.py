@@ -146,9 +146,15 @@ def check_resources(args) -> None:
         raise ConfigError(f"--max-failures {args.max_failures}: must be >= 0")
 
 
+def ray_address(args) -> str:
+    """Without --address, start a private Ray here ("local"): plain ray.init() would join any cluster this
+    machine happens to run. Under `ray job submit`, RAY_ADDRESS names the cluster the job belongs to."""
+    return args.address or os.environ.get("RAY_ADDRESS") or "local"
+
+
 def check_local_gpus(args) -> None:
-    """Without --address Ray starts here, so a GPU request needs a GPU here (checked before Ray starts)."""
-    if args.gpus_per_trial > 0 and args.address is None:
+    """A private Ray starts here, so a GPU request needs a GPU here (checked before Ray starts)."""
+    if args.gpus_per_trial > 0 and ray_address(args) == "local":
         import torch
         have = torch.cuda.device_count()
         if have < args.gpus_per_trial:
@@ -203,14 +209,12 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     from trainables.ray_trainable import run_trial
 
     meta = dict(sweep=store.name, study=sweep.study, code_version=code_version())
-    # Without --address, start a private Ray here ("local"): plain ray.init() would join any cluster this
-    # machine happens to run. Under `ray job submit`, RAY_ADDRESS names the cluster the job belongs to.
-    address = args.address or os.environ.get("RAY_ADDRESS") or "local"
+    address = ray_address(args)
     try:
         ray.init(address=address, include_dashboard=False, logging_level="warning",
                  runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})
     except (ConnectionError, ValueError) as exc:
-        raise ConfigError(f"--address {args.address}: cannot join that Ray cluster "
+        raise ConfigError(f"--address {address}: cannot join that Ray cluster "
                           f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
     try:
         check_cluster_gpus(args, ray.nodes())  # before anything is written
