@@ -11,6 +11,8 @@ from sweeps.storage import CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, LAYE
 from trainables.config import resolve
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
+# Placement reported by trainables.ray_trainable.placement(): which node and logical GPUs, and when.
+PLACEMENT = ("node_id", "gpu_ids", "trial_started", "reported_at", "failures")
 
 
 def trial_row(trial_id: str, spec: dict, meta: dict, status: str, last: dict | None, error: str = "") -> dict:
@@ -24,6 +26,7 @@ def trial_row(trial_id: str, spec: dict, meta: dict, status: str, last: dict | N
     row.update(epochs_completed=int(last.get("epoch", 0)), train_seconds=float(last.get("time_total_s", math.nan)),
                node_ip=str(last.get("node_ip", "")), code_version=meta["code_version"],
                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    row.update({k: last[k] for k in PLACEMENT if k in last})
     return row
 
 
@@ -84,6 +87,9 @@ class Recorder(tune.Callback):
         self.store.write_rows("trials", trial.trial_id, [row])
 
     def _finish(self, trial, status: str, last: dict | None, error: str = "") -> None:
+        last = latest_epoch(self.store, trial.trial_id, last)
+        # How often Ray restarted it (FailureConfig.max_failures): retries are visible in the table.
+        last = {**(last or {}), "failures": int(getattr(trial, "num_failures", 0))}
         self._write_trial(trial, status, last, error)
         self.finished += 1
         last = last or {}
@@ -92,3 +98,46 @@ class Recorder(tune.Callback):
         print(f"[{self.finished}/{len(self.specs)}] {self.specs[trial.config['trial']]['title']}: {status}"
               f"{score} after {int(last.get('epoch', 0))} epochs{' - ' + error if error else ''}",
               file=sys.stderr, flush=True)
+
+
+def latest_epoch(store: Store, trial_id: str, last: dict | None) -> dict | None:
+    """`last` updated from the trial's newest epoch row on disk when that is newer.
+
+    After a resumed sweep Ray's idea of a trial's last result can be older than the
+    rows already written (its state file is saved every few seconds), so the
+    epochs table, which is the record, wins.
+    """
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+    infos = store.fs.get_file_info(pafs.FileSelector(store.path("epochs.parquet"), allow_not_found=True))
+    mine = sorted(i.path for i in infos if i.base_name.startswith(f"{trial_id}-e") and i.base_name.endswith(".parquet"))
+    if not mine:
+        return last
+    with store.fs.open_input_file(mine[-1]) as f:
+        row = pq.read_table(f).to_pylist()[0]
+    if last and int(last.get("epoch", 0)) >= int(row["epoch"]):
+        return last
+    return {**(last or {}), **{k: v for k, v in row.items() if v is not None}}
+
+
+def reconcile(store: Store, results, specs: list[dict], meta: dict) -> None:
+    """After fit(): a trial Ray reports as finished but whose row still says `running` gets its final row.
+
+    That happens only when the driver died between Ray saving a finished trial and the
+    callback writing its row; a resumed sweep does not replay callbacks of finished trials.
+    """
+    from analysis.results import read_table
+    trials = read_table(store, "trials")
+    status = dict(zip(trials["trial_id"], trials["status"])) if len(trials) else {}
+    for result in results:
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id")  # absent only for a trial that never reported: nothing to fix
+        if trial_id is None or status.get(trial_id) not in (None, "running", "stopped"):
+            continue
+        if result.error is None and not metrics.get("done"):
+            continue  # unfinished (an interrupted fit): `stopped` is right
+        error = str(result.error).strip().splitlines()[-1] if result.error is not None else ""
+        outcome = "error" if error else ("diverged" if metrics.get("status") == "diverged" else "completed")
+        last = latest_epoch(store, trial_id, metrics)
+        store.write_rows("trials", trial_id, [trial_row(trial_id, specs[result.config["trial"]], meta, outcome,
+                                                        last, error)])

@@ -46,6 +46,9 @@ def parse_args(argv, description: str, default_name: str) -> argparse.Namespace:
                    help="trials sharing each GPU: N trials at 1/N GPU each, with Ray actors reused so "
                         "compiled models are too; start CUDA MPS first (benchmarks/mps.sh start)")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto or host:6379)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted sweep of this --name: finished trials are kept, unfinished "
+                        "and errored ones continue from their last checkpoint")
     return p.parse_args(argv)
 
 
@@ -64,6 +67,7 @@ def plan(sweep: Sweep, args) -> list[dict]:
         args.set = [*args.set, f"epochs={args.epochs}"]
     sets = dict(_split_kv(s, "--set") for s in args.set)
     sets = {k: coerce(k, v) for k, v in sets.items()}
+    args.parsed_sets = sets  # shown by --dry-run with their parsed types
     grid = (sweep.smoke_grid or sweep.grid) if args.smoke else sweep.grid
     for text in args.grid:
         key, values = _split_kv(text, "--grid")
@@ -131,7 +135,9 @@ def load_data(specs: list[dict], data_dir: str) -> dict:
     return datasets
 
 
-def print_dry_run(specs: list[dict]) -> None:
+def print_dry_run(specs: list[dict], sets: dict | None = None) -> None:
+    if sets:
+        print("--set: " + ", ".join(f"{k}={v!r} ({type(v).__name__})" for k, v in sets.items()))
     for i, spec in enumerate(specs):
         print(f"{i:3d}  {spec['title']:<60s}  params={spec['facts']['params']:,}")
     print(f"{len(specs)} trials")
@@ -149,54 +155,126 @@ def check_resources(args) -> None:
         raise ConfigError(f"--pack {args.pack}: must be >= 1 (1 = one trial per GPU share given by --gpus-per-trial)")
     if args.pack > 1 and args.gpus_per_trial:
         raise ConfigError("--pack and --gpus-per-trial both set the GPU share per trial: give one of them")
+    if args.pack > 1:  # N trials per GPU; see docs/benchmarks.md for why and what MPS adds
+        args.gpus_per_trial = 1.0 / args.pack
+
+
+def ray_address(args) -> str:
+    """Without --address, start a private Ray here ("local"): plain ray.init() would join any cluster this
+    machine happens to run. Under `ray job submit`, RAY_ADDRESS names the cluster the job belongs to."""
+    return args.address or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def check_local_gpus(args) -> None:
+    """A private Ray starts here, so a GPU request needs a GPU here (checked before Ray starts)."""
+    if args.gpus_per_trial > 0 and ray_address(args) == "local":
+        import torch
+        have = torch.cuda.device_count()
+        if have < args.gpus_per_trial:
+            flag = f"--pack {args.pack}" if args.pack > 1 else f"--gpus-per-trial {args.gpus_per_trial:g}"
+            raise ConfigError(f"{flag}: this machine has {have} GPUs; "
+                              "use 0 to train on the CPU, or --address to join a cluster that has GPUs")
+
+
+def check_cluster_gpus(args, nodes: list[dict]) -> None:
+    """A trial asking for G GPUs must fit on one node; otherwise Tune would wait for it forever."""
+    if args.gpus_per_trial > 0:
+        best = max((n["Resources"].get("GPU", 0) for n in nodes if n.get("Alive")), default=0)
+        if best < args.gpus_per_trial:
+            raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial:g}: no node of the Ray cluster has that "
+                              f"many GPUs (the most on one node is {best:g})")
+
+
+# --- resume: the same sweep, continued; never a silent overwrite or a mix of two plans ---
+
+def plan_record(specs: list[dict]) -> list[dict]:
+    """What must not change between a sweep and its --resume: each trial's config and labels, in order."""
+    import json
+    return json.loads(json.dumps([dict(config=s["config"], labels=s["labels"]) for s in specs], default=str))
+
+
+def check_resume(store: Store, specs: list[dict], args) -> None:
+    if not args.resume:
+        if store.exists():
+            raise ConfigError(f"sweep {args.name!r} already exists at {store.uri}: pass --resume to continue it, "
+                              "or choose a new --name")
+        return
+    if not store.exists():
+        raise ConfigError(f"--resume: no sweep {args.name!r} at {store.uri} to continue (check --name and --storage)")
+    try:
+        recorded = store.read_json("sweep.json").get("plan")
+    except (OSError, ValueError):
+        recorded = None
+    if recorded is None:
+        raise ConfigError(f"--resume: {store.uri} has no readable sweep.json plan; start it again under a new --name")
+    if recorded != plan_record(specs):
+        changed = next((i for i, (a, b) in enumerate(zip(recorded, plan_record(specs))) if a != b),
+                       min(len(recorded), len(specs)))
+        raise ConfigError(f"--resume: the trials differ from the ones sweep {args.name!r} started with "
+                          f"({len(recorded)} then, {len(specs)} now; first difference at trial {changed}); "
+                          "use the same sweep file and flags, or a new --name")
 
 
 def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, args) -> int:
     import ray
     from ray import tune
 
-    from sweeps.recorder import Recorder
+    from sweeps.recorder import Recorder, reconcile
     from trainables.ray_trainable import run_trial
 
     meta = dict(sweep=store.name, study=sweep.study, code_version=code_version())
-    store.write_json("sweep.json", dict(
-        **meta, description=sweep.description.strip(), argv=sys.argv, smoke=args.smoke, trials=len(specs),
-        seeds=args.seeds, started_at=time.strftime("%Y-%m-%dT%H:%M:%S"), host=socket.gethostname(),
-        data={name: d.describe() for name, d in datasets.items()}))
-    ray.init(address=args.address, include_dashboard=False, logging_level="warning",
-             runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})
+    address = ray_address(args)
     try:
-        if args.pack > 1:  # N trials per GPU; see docs/benchmarks.md for why and what MPS adds
-            if not ray.cluster_resources().get("GPU", 0):
-                raise ConfigError(f"--pack {args.pack} packs trials onto GPUs, and this Ray cluster has none")
-            args.gpus_per_trial = 1.0 / args.pack
-        if args.gpus_per_trial > 0:
-            have = ray.cluster_resources().get("GPU", 0)
-            if have < min(args.gpus_per_trial, 1):
-                raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial}: the Ray cluster has {have:g} GPUs")
+        ray.init(address=address, include_dashboard=False, logging_level="warning",
+                 runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})
+    except (ConnectionError, ValueError) as exc:
+        raise ConfigError(f"--address {address}: cannot join that Ray cluster "
+                          f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+    try:
+        check_cluster_gpus(args, ray.nodes())  # before anything is written
+        started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
+        if args.resume:
+            record = store.read_json("sweep.json")
+            record.setdefault("resumed_at", []).append(started_at)
+            store.write_json("sweep.json", record)
+        else:
+            store.write_json("sweep.json", dict(
+                **meta, description=sweep.description.strip(), argv=sys.argv, smoke=args.smoke, trials=len(specs),
+                seeds=args.seeds, started_at=started_at, host=socket.gethostname(),
+                data={name: d.describe() for name, d in datasets.items()}, plan=plan_record(specs)))
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, specs=specs, datasets=datasets, cpus_per_trial=args.cpus_per_trial),
             {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
-        tuner = tune.Tuner(
-            trainable,
-            # Ray expands dicts inside grid_search, so trials carry an index into `specs`.
-            param_space={"trial": tune.grid_search(list(range(len(specs))))},
-            # Reusing actors skips per-trial process start-up and keeps trainables.fast's compile cache.
-            tune_config=tune.TuneConfig(reuse_actors=args.pack > 1),
-            run_config=tune.RunConfig(
-                name="tune", storage_path=store.uri, verbose=1,
-                callbacks=[Recorder(store.storage, store.name, meta, specs)],
-                failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+        tune_path = store.uri + "/tune"
+        if args.resume and tune.Tuner.can_restore(tune_path):
+            # Same trainable (rebuilt from the same, checked plan); Ray keeps finished trials as they are.
+            # Errored trials get another go from their last checkpoint: a resume means "try again", and a
+            # transient fault (a lost node, an OOM) then heals while a deterministic one just errors again.
+            # The Recorder comes back from Ray's pickle; it holds no state that matters.
+            tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        else:  # a new sweep, or a resumed one that died before Ray saved any state: nothing to keep
+            tuner = tune.Tuner(
+                trainable,
+                # Ray expands dicts inside grid_search, so trials carry an index into `specs`.
+                param_space={"trial": tune.grid_search(list(range(len(specs))))},
+                # Reusing actors skips per-trial process start-up and keeps trainables.fast's compile cache.
+                tune_config=tune.TuneConfig(reuse_actors=args.pack > 1),
+                run_config=tune.RunConfig(
+                    name="tune", storage_path=store.uri, verbose=1,
+                    callbacks=[Recorder(store.storage, store.name, meta, specs)],
+                    failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
         started = time.perf_counter()
-        tuner.fit()
+        results = tuner.fit()  # Ctrl-C makes this return normally; unfinished trials are found below
         elapsed = time.perf_counter() - started
+        reconcile(store, results, specs, meta)
     finally:
         ray.shutdown()
-    return summarize(store, elapsed)
+    return summarize(store, elapsed, args)
 
 
-def summarize(store: Store, elapsed: float) -> int:
+def summarize(store: Store, elapsed: float, args=None) -> int:
     from analysis.results import finalize_statuses
     trials = finalize_statuses(store)
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
@@ -204,21 +282,25 @@ def summarize(store: Store, elapsed: float) -> int:
           + f" in {elapsed:.0f} s")
     print(f"results: {store.uri}")
     print(f"report:  python -m analysis.report {store.uri}")
-    return 1 if counts.get("error") else 0
+    if counts.get("stopped") and args is not None:
+        print(f"interrupted: continue with  python {os.path.relpath(args.file)} --resume "
+              f"--name {store.name} --storage {args.storage}")
+    return 1 if counts.get("error") or counts.get("stopped") else 0
 
 
 def main(sweep: Sweep, file: str, argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv, sweep.description, Path(file).stem)
+    args.file = file
     try:
         check_resources(args)
         specs = plan(sweep, args)
         if args.dry_run:
-            print_dry_run(specs)
+            print_dry_run(specs, getattr(args, "parsed_sets", None))
             return 0
         store = Store(args.storage, args.name)
         store.check_writable()
-        if store.exists():
-            raise ConfigError(f"{store.uri} already exists: choose another --name or remove that folder")
+        check_resume(store, specs, args)
+        check_local_gpus(args)
         datasets = load_data(specs, os.path.abspath(os.path.expanduser(args.data_dir)))
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)

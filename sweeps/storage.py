@@ -77,7 +77,7 @@ class Store:
 
     def check_writable(self) -> None:
         """Create nothing that stays: probe the nearest existing parent."""
-        if is_uri(self.storage):
+        if is_uri(self.storage) and not isinstance(self.fs, pafs.LocalFileSystem):
             return  # remote permissions show up on the first write; the driver fails fast there
         parent = Path(self.root)
         while not parent.exists():

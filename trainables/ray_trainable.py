@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 import torch
 from ray import tune
@@ -21,6 +22,7 @@ STATE_FILE = "state.pt"
 def run_trial(trial: dict, specs: list[dict], datasets: dict, cpus_per_trial: float = 1.0) -> None:
     """Ray's function trainable. `trial["trial"]` indexes the runner's list of trial specs."""
     torch.set_num_threads(max(1, int(cpus_per_trial)))  # share the node, not every core per trial
+    where = placement()
     config = specs[trial["trial"]]["config"]
     resume = None
     checkpoint = tune.get_checkpoint()
@@ -29,6 +31,7 @@ def run_trial(trial: dict, specs: list[dict], datasets: dict, cpus_per_trial: fl
             resume = torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=False)
 
     def report(metrics: dict, state: dict | None) -> None:
+        metrics = {**metrics, **where, "reported_at": time.time()}
         if state is None:
             tune.report(metrics)
             return
@@ -37,3 +40,11 @@ def run_trial(trial: dict, specs: list[dict], datasets: dict, cpus_per_trial: fl
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     train(config, datasets[{**DEFAULTS, **config}["dataset"]], report, resume=resume)
+
+
+def placement() -> dict:
+    """Where this trial runs, reported with every result: the Ray node (several nodes can share an
+    IP), the logical GPU ids Ray assigned, and when the trial (or its latest retry) started."""
+    import ray
+    return dict(node_id=ray.get_runtime_context().get_node_id(),
+                gpu_ids=",".join(str(g) for g in ray.get_gpu_ids()), trial_started=time.time())

@@ -1,0 +1,153 @@
+"""Faults against a real Ray: retries from checkpoints, exhausted retries, and a SIGKILLed driver resumed.
+
+Each test starts its own private Ray (the runner uses address "local") and
+every process it starts is gone when it ends.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.results import load
+from sweeps.grid import Sweep, axis, cross, variants
+from sweeps.runner import main
+from conftest import write_cifar10
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(model="cnn", depth=2, width=8, batch_size=32, augment=False, train_subset=64, test_subset=32)
+
+FAULTS = Sweep(study="faults", description="retry test", fixed=dict(TINY, epochs=2),
+               grid=variants("case",
+                             # fails after epoch 1, retried from the epoch-1 checkpoint: does not fail again
+                             recovers=dict(fail_at_epoch=1, checkpoint_every=1),
+                             # no checkpoint, so every retry fails again until the retries run out
+                             exhausted=dict(fail_at_epoch=1, checkpoint_every=0),
+                             clean=dict(fail_at_epoch=0, checkpoint_every=0)))
+
+LONG = 4
+RESUMABLE = f'''
+from sweeps.grid import Sweep, axis, cross
+from sweeps.runner import main
+SWEEP = Sweep(study="resume", description="kill-and-resume test",
+              fixed=dict({dict(TINY, train_subset=0)!r}, checkpoint_every=1),
+              grid=cross(axis("epochs", [1, {LONG}]), axis("seed", [0, 1])))
+if __name__ == "__main__":
+    raise SystemExit(main(SWEEP, __file__))
+'''
+
+
+def env() -> dict:
+    e = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**e, "PYTHONPATH": str(REPO), "RAY_AIR_NEW_OUTPUT": "0"}
+
+
+def assert_one_row_each(tables, n_trials):
+    trials, epochs, layers = tables["trials"], tables["epochs"], tables["layers"]
+    assert len(trials) == n_trials and trials["trial_id"].is_unique
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert not layers.duplicated(["trial_id", "epoch", "layer"]).any()
+    for _, t in trials.iterrows():  # every finished epoch has exactly its row, 1..epochs_completed
+        mine = epochs[epochs["trial_id"] == t["trial_id"]]
+        assert sorted(mine["epoch"]) == list(range(1, int(t["epochs_completed"]) + 1))
+
+
+@pytest.mark.slow
+def test_retries_from_checkpoint_then_error_once_exhausted(tmp_path, tiny_cifar10, capsys):
+    code = main(FAULTS, str(tmp_path / "faults.py"),
+                ["--data-dir", str(tiny_cifar10), "--storage", str(tmp_path / "res"), "--max-failures", "1"])
+    out = capsys.readouterr().out
+    assert code == 1  # one trial ended in error
+    tables = load(tmp_path / "res" / "faults")
+    assert_one_row_each(tables, 3)
+    t = tables["trials"].set_index("case")
+    assert t.loc["exhausted", "status"] == "error"
+    assert "fail_at_epoch=1: injected failure" in t.loc["exhausted", "error"]
+    assert t.loc["exhausted", "failures"] == 2  # the first run and its one retry
+    assert t.loc["exhausted", "epochs_completed"] == 1
+    assert t.loc["recovers", "status"] == "completed" and t.loc["recovers", "failures"] == 1
+    assert t.loc["recovers", "epochs_completed"] == 2 and t.loc["recovers", "error"] == ""
+    assert t.loc["clean", "status"] == "completed" and t.loc["clean", "failures"] == 0
+    assert "2 completed" in out and "1 error" in out and "python -m analysis.report" in out
+
+
+@pytest.mark.slow
+def test_sigkilled_driver_resumes_without_loss_or_duplicates(tmp_path):
+    script = tmp_path / "resumable.py"
+    script.write_text(RESUMABLE)
+    storage = tmp_path / "res"
+    data = write_cifar10(tmp_path / "c10", per_file=200)  # 1,000 training images: epochs long enough to interrupt
+    argv = [sys.executable, str(script), "--data-dir", str(data), "--storage", str(storage)]
+    sweep = storage / "resumable"
+
+    # 1. Start the sweep; once a short trial has completed and a long one is mid-way, SIGKILL the driver.
+    # Ray snapshots its experiment state on every step here (it is tiny), so what it restores matches
+    # what was on disk when the driver died.
+    first = subprocess.Popen(argv, env={**env(), "TUNE_GLOBAL_CHECKPOINT_S": "0"}, cwd=tmp_path,
+                             start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    before = None
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and first.poll() is None:
+            time.sleep(1)
+            try:
+                tables = load(sweep)
+            except Exception:  # not there yet, or a file being renamed
+                continue
+            trials, epochs = tables["trials"], tables["epochs"]
+            if not len(trials) or not len(epochs):
+                continue
+            reached = epochs.merge(trials[trials["epochs"] == LONG], on="trial_id").groupby("trial_id")["epoch"].max()
+            if (trials["status"] == "completed").any() and (reached >= 2).any() and (reached < LONG).all():
+                before, resumed = trials, list(reached[reached >= 2].index)
+                break
+        assert first.poll() is None, "the sweep finished before it could be interrupted"
+        assert before is not None, "no point mid-sweep was reached"
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        kill_group(first)
+    mid = load(sweep)
+    mid_epochs = mid["epochs"]
+    assert (mid["trials"]["status"] == "running").any()  # a hard kill leaves no time to tidy up
+
+    # 2. Without --resume the name is taken; with it the sweep continues.
+    taken = subprocess.run(argv, env=env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert taken.returncode == 2 and "--resume" in taken.stderr
+    second = subprocess.Popen([*argv, "--resume"], env=env(), cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = second.communicate(timeout=400)
+    finally:
+        kill_group(second)
+    assert second.returncode == 0, output[-3000:]
+
+    final = load(sweep)
+    assert_one_row_each(final, 4)
+    trials = final["trials"]
+    assert set(trials["status"]) == {"completed"}, trials[["trial_id", "status"]]
+    assert sorted(trials["epochs_completed"]) == [1, 1, LONG, LONG]
+    assert len(final["epochs"]) == 1 + 1 + LONG + LONG
+    # Trials that had finished before the kill were not run again: their rows are untouched.
+    done = before[before["status"] == "completed"].set_index("trial_id")
+    again = trials.set_index("trial_id").loc[done.index]
+    assert (again["trial_started"] == done["trial_started"]).all()
+    assert (again["finished_at"] == done["finished_at"]).all()
+    # Interrupted trials continued from their checkpoint, not from scratch: the epoch-1 row written
+    # before the kill is still the same row (a rerun would have replaced it with a new one).
+    old, new = (t.set_index(["trial_id", "epoch"])["seconds"] for t in (mid_epochs, final["epochs"]))
+    assert len(resumed) and all(old[(tid, 1)] == new[(tid, 1)] for tid in resumed)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL whatever is left of the process group the test started (Ray's own processes included)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
