@@ -17,7 +17,7 @@ import pytest
 from analysis.results import load
 from sweeps.grid import Sweep, axis, cross, variants
 from sweeps.runner import main
-from conftest import write_cifar10
+from tests.conftest import write_cifar10
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(model="cnn", depth=2, width=8, batch_size=32, augment=False, train_subset=64, test_subset=32)

@@ -34,6 +34,7 @@ def test_resolve_fills_defaults_and_rejects_unknown_keys_with_suggestion():
     ({"lr": -1.0}, "lr=-1.0: must be > 0"),
     ({"batch_size": 2.5}, "batch_size=2.5: expected int"),
     ({"weight_decay": float("nan")}, "finite"),
+    ({"model": "vgg38", "dropout": 0.3}, 'model="vgg38" has no dropout layers'),
 ])
 def test_resolve_rejects_bad_values(overrides, message):
     with pytest.raises(ConfigError, match=message):

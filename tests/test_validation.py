@@ -72,7 +72,6 @@ def test_bad_config_and_flags(case, tmp_path, capsys):
         assert text in line, line
 
 
-@pytest.mark.skipif("dropout" not in DEFAULTS, reason="the dropout key arrives with issue 4")
 @pytest.mark.parametrize("value", ["1.0", "-0.1"])
 def test_dropout_outside_unit_interval(value, tmp_path, capsys):
     line = run_bad(tmp_path, capsys, ["--set", f"dropout={value}"])

@@ -210,7 +210,12 @@ def resolve(overrides: dict) -> dict:
         _check_value(key, value, choices)
     check_imbalance(config)
     from trainables import models
-    models.MODELS[config["model"]].check(config)
+    spec = models.MODELS[config["model"]]
+    if config["dropout"] > 0 and not spec.dropout:
+        with_dropout = sorted(name for name, s in models.MODELS.items() if s.dropout)
+        raise ConfigError(f'dropout={config["dropout"]}: model="{config["model"]}" has no dropout layers '
+                          f"(models with dropout: {', '.join(with_dropout)})")
+    spec.check(config)
     return config
 
 

@@ -20,6 +20,8 @@ class ModelSpec:
     # A named preset (e.g. vgg38_res) fixes these config keys; resolve() copies them into the
     # config so every result row shows the true architecture, and rejects a conflicting override.
     preset: dict = field(default_factory=dict)
+    # Families whose builder places dropout layers; for the others dropout > 0 is an error, not a no-op.
+    dropout: bool = False
 
 
 MODELS: dict[str, ModelSpec] = {}

@@ -41,4 +41,5 @@ def check_cnn(config: dict) -> None:
         raise ConfigError(f"depth={config['depth']}: the cnn needs at least one conv layer")
 
 
-register("cnn", ModelSpec(build_cnn, check_cnn, "study-000 CNN: conv + (depth-1) x [conv, BN, act], pool every 2nd"))
+register("cnn", ModelSpec(build_cnn, check_cnn, "study-000 CNN: conv + (depth-1) x [conv, BN, act], pool every 2nd",
+                           dropout=True))

@@ -40,4 +40,5 @@ def check_mlp(config: dict) -> None:
         raise ConfigError(f"depth={config['depth']}: the mlp needs at least one linear layer")
 
 
-register("mlp", ModelSpec(build_mlp, check_mlp, "MLP on flattened images: depth linear layers of `width` units"))
+register("mlp", ModelSpec(build_mlp, check_mlp, "MLP on flattened images: depth linear layers of `width` units",
+                           dropout=True))
