@@ -14,7 +14,6 @@ from __future__ import annotations
 from torch import nn
 
 from trainables.activations import make_activation, make_dropout
-from trainables.config import ConfigError
 from trainables.models import ModelSpec, register
 
 
@@ -36,10 +35,6 @@ def build_cnn(config: dict, num_classes: int, image_size: int = 32) -> nn.Sequen
     return nn.Sequential(*layers)
 
 
-def check_cnn(config: dict) -> None:
-    if config["depth"] < 1:
-        raise ConfigError(f"depth={config['depth']}: the cnn needs at least one conv layer")
 
-
-register("cnn", ModelSpec(build_cnn, check_cnn, "study-000 CNN: conv + (depth-1) x [conv, BN, act], pool every 2nd",
+register("cnn", ModelSpec(build_cnn, describe="study-000 CNN: conv + (depth-1) x [conv, BN, act], pool every 2nd",
                            dropout=True))

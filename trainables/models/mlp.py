@@ -14,7 +14,6 @@ from __future__ import annotations
 from torch import nn
 
 from trainables.activations import make_activation, make_dropout
-from trainables.config import ConfigError
 from trainables.models import ModelSpec, register
 
 INPUT_SIZE = 3 * 32 * 32
@@ -35,10 +34,6 @@ def build_mlp(config: dict, num_classes: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def check_mlp(config: dict) -> None:
-    if config["depth"] < 1:
-        raise ConfigError(f"depth={config['depth']}: the mlp needs at least one linear layer")
 
-
-register("mlp", ModelSpec(build_mlp, check_mlp, "MLP on flattened images: depth linear layers of `width` units",
+register("mlp", ModelSpec(build_mlp, describe="MLP on flattened images: depth linear layers of `width` units",
                            dropout=True))
