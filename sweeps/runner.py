@@ -176,6 +176,22 @@ def check_local_gpus(args) -> None:
                               "use 0 to train on the CPU, or --address to join a cluster that has GPUs")
 
 
+def check_address(args) -> None:
+    """A mistyped --address would leave ray.init retrying for minutes; a plain TCP probe fails in seconds."""
+    address = ray_address(args)
+    if address in ("local", "auto"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address}: expected host:port (the head's GCS, usually port 6379), "
+                          "ray://host:port, or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"--address {address}: nothing answers there ({exc.strerror or exc}); "
+                          "is the Ray head running (ray start --head / ray up)?") from None
+
+
 def check_cluster_gpus(args, nodes: list[dict]) -> None:
     """A trial asking for G GPUs must fit on one node; otherwise Tune would wait for it forever."""
     if args.gpus_per_trial > 0:
@@ -301,6 +317,7 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
         store.check_writable()
         check_resume(store, specs, args)
         check_local_gpus(args)
+        check_address(args)
         datasets = load_data(specs, os.path.abspath(os.path.expanduser(args.data_dir)))
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -61,6 +61,10 @@ CONFIG_CASES = {
     "name with a separator": (["--name", "a/b"], ["--name 'a/b'", "path separators"]),
     "name with ..": (["--name", ".."], ["--name '..'", "'..'"]),
     "name with backslash": (["--name", "x\\y"], ["--name 'x\\\\y'"]),
+    "unreachable address": (["--address", "127.0.0.1:1"], ["--address 127.0.0.1:1", "nothing answers"]),
+    "malformed address": (["--address", "headnode"], ["--address headnode", "expected host:port"]),
+    "dropout on a model without it": (["--set", "model=vgg38", "--set", "dropout=0.3"],
+                                      ['model="vgg38" has no dropout layers']),
 }
 
 
