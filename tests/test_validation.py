@@ -63,8 +63,8 @@ CONFIG_CASES = {
     "name with backslash": (["--name", "x\\y"], ["--name 'x\\\\y'"]),
     "unreachable address": (["--address", "127.0.0.1:1"], ["--address 127.0.0.1:1", "nothing answers"]),
     "malformed address": (["--address", "headnode"], ["--address headnode", "expected host:port"]),
-    "dropout on a model without it": (["--set", "model=vgg38", "--set", "dropout=0.3"],
-                                      ['model="vgg38" has no dropout layers']),
+    "dropout on a model without it": (["--set", "model=baseline4", "--set", "dropout=0.3"],
+                                      ['model="baseline4" has no dropout layers']),
 }
 
 
