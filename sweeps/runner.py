@@ -275,7 +275,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
                 # Ray expands dicts inside grid_search, so trials carry an index into `specs`.
                 param_space={"trial": tune.grid_search(list(range(len(specs))))},
                 # Reusing actors skips per-trial process start-up and keeps trainables.fast's compile cache.
-                tune_config=tune.TuneConfig(reuse_actors=args.pack > 1),
+                tune_config=tune.TuneConfig(reuse_actors=args.pack > 1 or sweep.reuse_actors),
                 run_config=tune.RunConfig(
                     name="tune", storage_path=store.uri, verbose=1,
                     callbacks=[Recorder(store.storage, store.name, meta, specs)],
