@@ -85,7 +85,8 @@ def panel_lines(df: pd.DataFrame, panel: list[str], line: str, x: str, y: str, *
             ls = (style_values or {}).get(sty, "-") if style else "-"
             label = f"{line}={value}" + (f" ({sty})" if style else "")
             ax.plot(mean.index, mean.values, ls, color=palette[value], marker="o", ms=3, label=label)
-        ax.set_title(", ".join(f"{k}={v}" for k, v in zip(panel, key)) if panel else title)
+        if panel:  # a single panel carries the figure title only once, as the suptitle
+            ax.set_title(", ".join(f"{k}={v}" for k, v in zip(panel, key)))
         if pd.api.types.is_integer_dtype(df[x]):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and layers: no 1.2, 1.4 ticks
         ax.set_xlabel(xlabel)
@@ -93,7 +94,7 @@ def panel_lines(df: pd.DataFrame, panel: list[str], line: str, x: str, y: str, *
         if logy:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="best", framealpha=0.7)
     for ax in list(axes.flat)[len(groups):]:
         ax.set_visible(False)
     fig.suptitle(title)
