@@ -92,10 +92,8 @@ def plan(sweep: Sweep, args) -> list[dict]:
         shown = [f"{k}={v}" for k, v in labels.items()] + [f"{k}={config[k]}" for k in varied if k not in labels]
         specs.append(dict(config={k: config[k] for k in overrides},
                           labels={k: v for k, v in labels.items() if k not in DEFAULTS},
-                          title=" ".join(shown) or "default"))
-    for spec in specs:
-        config = resolve(spec["config"])
-        spec["facts"] = dict(params=count_params(build_model(config, NUM_CLASSES[config["dataset"]])))
+                          title=" ".join(shown) or "default",
+                          facts=dict(params=count_params(build_model(config, NUM_CLASSES[config["dataset"]])))))
     return specs
 
 
@@ -113,13 +111,11 @@ def code_version() -> str:
 
 def load_data(specs: list[dict], data_dir: str) -> dict:
     datasets = {}
-    for spec in specs:
-        name = resolve(spec["config"])["dataset"]
-        if name not in datasets:
-            datasets[name] = load_dataset(name, data_dir)
-            print(f"data: {datasets[name].describe()}", file=sys.stderr)
-    for spec in specs:
-        config = resolve(spec["config"])
+    configs = [resolve(spec["config"]) for spec in specs]
+    for name in dict.fromkeys(config["dataset"] for config in configs):  # each data set once, in order
+        datasets[name] = load_dataset(name, data_dir)
+        print(f"data: {datasets[name].describe()}", file=sys.stderr)
+    for spec, config in zip(specs, configs):
         data = datasets[config["dataset"]]
         n_train = min(config["train_subset"] or len(data.train_y), len(data.train_y))
         if config["val_size"] >= n_train:
