@@ -75,7 +75,7 @@ def test_fast_path_config_is_validated():
     assert not fast.use_bf16(auto, cpu) and fast.use_bf16(auto, cuda)
     assert fast.use_bf16(resolve({"precision": "bf16"}), cpu)
     assert not fast.use_bf16(resolve({"precision": "fp32"}), cuda)
-    assert fast.memory_format(auto, cpu) is torch.contiguous_format
+    assert fast.memory_format(auto, cpu) is torch.channels_last
     assert fast.memory_format(auto, cuda) is torch.channels_last
 
 
@@ -160,9 +160,13 @@ MEMBERS = [dict(seed=0, init="he_normal", init_mode="fan_out"), dict(seed=1, ini
 
 
 @pytest.mark.slow
-def test_fused_pack_equals_separate_training(synthetic):
+# Rounding differs between a grouped convolution and G separate ones, and Adam amplifies it over the
+# steps. In NCHW the two agree to 1e-3 relative after two epochs; oneDNN's NHWC kernels accumulate in
+# another order, and there the worst per-layer statistic measured 2.4e-3, so that format gets 5e-3.
+@pytest.mark.parametrize("memory_format, rel", [("contiguous", 1e-3), ("channels_last", 5e-3)])
+def test_fused_pack_equals_separate_training(synthetic, memory_format, rel):
     from trainables.packed import train_packed
-    configs = [{**PACK, **m} for m in MEMBERS]
+    configs = [{**PACK, **m, "memory_format": memory_format} for m in MEMBERS]
     separate, fused = [[] for _ in configs], [[] for _ in configs]
     for c, log in zip(configs, separate):
         train(c, synthetic, lambda metrics, state, log=log: log.append(metrics))
@@ -172,14 +176,14 @@ def test_fused_pack_equals_separate_training(synthetic):
         assert [m["epoch"] for m in packed] == [1, 2]
         for a, p in zip(alone, packed):
             for key in ("train_loss", "test_loss", "avg_weight"):
-                assert p[key] == pytest.approx(a[key], rel=1e-3, abs=1e-5), key
+                assert p[key] == pytest.approx(a[key], rel=rel, abs=1e-5), key
             for key in ("train_acc", "test_acc"):
                 assert p[key] == pytest.approx(a[key], abs=1.5 / 128), key
             assert p["status"] == a["status"]
             for la, lp in zip(a["layers"], p["layers"]):
                 assert lp["layer_name"] == la["layer_name"]
                 for key in ("grad_abs_mean", "weight_mean", "weight_std"):
-                    assert lp[key] == pytest.approx(la[key], rel=1e-3, abs=1e-6), (la["layer_name"], key)
+                    assert lp[key] == pytest.approx(la[key], rel=rel, abs=1e-6), (la["layer_name"], key)
 
 
 def test_pack_rejects_members_that_differ_beyond_seed_and_init(synthetic):

@@ -50,7 +50,7 @@ DEFAULTS: dict = dict(
     grad_stats=True,          # per-layer mean |grad| each step; costs a few small kernels
     # --- fast trial path (trainables/fast.py) ---
     precision="auto",         # auto = bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16 (forward only; weights stay fp32)
-    memory_format="auto",     # auto = channels_last on CUDA (tensor cores), contiguous on CPU | channels_last | contiguous
+    memory_format="auto",     # auto = channels_last (faster on CUDA and CPU, see fast.py) | channels_last | contiguous
     compile=False,            # torch.compile the training step; pays off only when Ray reuses actors
                               # (runner --pack), since compiled models are cached per process by architecture
     fail_at_epoch=0,          # fault injection for tests: raise after reporting this epoch (0 = never).

@@ -126,8 +126,8 @@ def unfuse(fused: nn.Sequential, models: list[nn.Sequential]) -> None:
                 for l in layers:
                     l.num_batches_tracked.copy_(tensor)
                 continue
-            for l, part in zip(layers, tensor.view(g, -1)):
-                getattr(l, name).copy_(part.view_as(getattr(l, name)))
+            for l, part in zip(layers, tensor.reshape(g, -1)):
+                getattr(l, name).copy_(part.reshape_as(getattr(l, name)))
 
 
 def train_packed(configs: list[dict], data: Dataset, reports: list | None = None) -> list[dict]:
@@ -179,7 +179,7 @@ def train_packed(configs: list[dict], data: Dataset, reports: list | None = None
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             if config["grad_stats"]:
-                grad_sum += torch.stack([w.grad.view(g, -1).abs().mean(1) for w in tracked])
+                grad_sum += torch.stack([w.grad.reshape(g, -1).abs().mean(1) for w in tracked])
             optimizer.step()
             loss_sum += losses.detach() * len(ys)
             correct += (out.argmax(2) == ys).sum(0)
