@@ -116,9 +116,6 @@ class Sweep:
     smoke_grid: object = None    # a small slice of `grid` for --smoke (default: the whole grid)
     smoke: dict = field(default_factory=lambda: dict(epochs=1, train_subset=384, test_subset=256))
     description: str = ""
-    # Keep Ray's worker processes between trials: worth it when trials last seconds and process
-    # start-up (Python, torch, CUDA) would dominate, as in the init-time probes of study 003.
-    reuse_actors: bool = False
 
     def __post_init__(self):
         check_keys(self.fixed, "fixed")

@@ -32,7 +32,6 @@ ACTIVATIONS = ["relu", "prelu", "leaky_relu", "tanh", "sigmoid"]
 SWEEP = Sweep(
     study="init_variance",
     description=__doc__,
-    reuse_actors=True,  # 70 probes of a few seconds each: worker start-up would cost more than the work
     fixed=dict(task="probe", dataset="cifar10", epochs=1, init_targets="all", init_bias="zero", augment=False),
     grid=cross(variants("scheme", **SCHEMES), axis("activation", ACTIVATIONS), variants("arch", **ARCHS),
                axis("depth", [50])),

@@ -43,8 +43,11 @@ def parse_args(argv, description: str, default_name: str) -> argparse.Namespace:
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional GPUs, e.g. 0.25")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial from its checkpoint")
     p.add_argument("--pack", type=int, default=1,
-                   help="trials sharing each GPU: N trials at 1/N GPU each, with Ray actors reused so "
-                        "compiled models are too; start CUDA MPS first (benchmarks/mps.sh start)")
+                   help="trials sharing each GPU: N trials at 1/N GPU each; start CUDA MPS first "
+                        "(benchmarks/mps.sh start)")
+    p.add_argument("--fresh-actors", action="store_true",
+                   help="a new Ray worker process for every trial: nothing carries over between trials, "
+                        "at several seconds of start-up each (default: workers are reused)")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto or host:6379)")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep of this --name: finished trials are kept, unfinished "
@@ -270,8 +273,10 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
                 trainable,
                 # Ray expands dicts inside grid_search, so trials carry an index into `specs`.
                 param_space={"trial": tune.grid_search(list(range(len(specs))))},
-                # Reusing actors skips per-trial process start-up and keeps trainables.fast's compile cache.
-                tune_config=tune.TuneConfig(reuse_actors=args.pack > 1 or sweep.reuse_actors),
+                # Reusing actors skips a process start (Python, torch, CUDA context: about 9 s a trial on
+                # the 2-core CPU, docs/benchmarks.md) and keeps trainables.fast's compile cache. `train`
+                # sets every piece of process-wide state it relies on, so trials stay independent.
+                tune_config=tune.TuneConfig(reuse_actors=not args.fresh_actors),
                 run_config=tune.RunConfig(
                     name="tune", storage_path=store.uri, verbose=1,
                     callbacks=[Recorder(store.storage, store.name, meta, specs)],

@@ -177,3 +177,17 @@ def test_dropout_lsuv_grid():
     specs = plan(dropout_lsuv.SWEEP, parse_args([], "", "x"))
     configs = [resolve(s["config"]) for s in specs]
     assert {c["dropout"] for c in configs} == {0.0, 0.3, 0.5} and {c["init"] for c in configs} == {"he_normal", "lsuv"}
+
+
+def test_a_probe_after_training_in_the_same_worker_sees_denormals(data):
+    """Ray reuses worker processes between trials: training's flush-denormal setting must not leak
+    into a probe, whose variances of vanishing signals (about 1e-40 deep in an N(0,1e-4) net) are real."""
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals, so there is nothing to leak")
+    def denormal_survives():
+        return (torch.tensor([1e-40]) * 1.0).item() != 0.0
+
+    train(dict(depth=2, width=8, epochs=1, batch_size=32, augment=False), data)
+    assert not denormal_survives()  # training flushes
+    probe_rows(dict(model="mlp", depth=3, width=16, init="he_normal", activation="relu"), data)
+    assert denormal_survives()  # the probe does not
