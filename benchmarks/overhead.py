@@ -1,7 +1,7 @@
 """The sweep's own cost per trial: Ray scheduling, data sharing and Parquet writing, on trials that do almost nothing.
 
-    python benchmarks/overhead.py                 # sweeps of 4 and 16 trivial trials
-    python benchmarks/overhead.py --trials 4,32 --pack 4
+    python benchmarks/overhead.py                         # reused workers (the default) and --fresh-actors
+    python benchmarks/overhead.py --trials 4,32 --options reused --pack 4   # on a GPU
 
 Each trial trains a one-conv CNN for 1 epoch on 64 synthetic images (test 64),
 so nearly all of a trial's wall time is the machinery. Two sweeps of different
@@ -14,7 +14,11 @@ in this process. Then
     fixed cost         = wall_small - n_small x (per-trial overhead + train() seconds per trial)
 
 The difference of two sweep sizes removes Ray's start-up and shutdown, which a
-sweep pays once. The last line is `overhead_per_trial_s: <seconds>`.
+sweep pays once. Both runner modes are measured in the same run: `reused`
+(the default: Ray keeps its worker processes between trials) and `fresh`
+(`--fresh-actors`: a new worker process per trial). The last line is
+`overhead_per_trial_s: <seconds>` for the first mode measured (`reused` unless
+`--options` says otherwise).
 """
 from __future__ import annotations
 
@@ -61,30 +65,45 @@ def train_seconds(n: int) -> float:
     return (time.perf_counter() - started) / n
 
 
+OPTIONS = {"reused": [], "fresh": ["--fresh-actors"]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", default="4,16", help="two sweep sizes, small,large")
+    p.add_argument("--options", default="reused,fresh", help=f"runner modes to measure, of {','.join(OPTIONS)}")
     p.add_argument("--pack", type=int, default=0, help="pass --pack N to the runner (needs a GPU)")
     args = p.parse_args(argv)
-    small, large = sorted(int(k) for k in args.trials.split(","))
+    try:
+        small, large = sorted(int(k) for k in args.trials.split(","))
+    except ValueError:
+        p.error(f"--trials {args.trials!r}: expected two sizes, e.g. 4,16")
     if not 0 < small < large:
         p.error("--trials needs two different positive sizes")
+    options = [o.strip() for o in args.options.split(",") if o.strip()]
+    unknown = [o for o in options if o not in OPTIONS]
+    if unknown or not options:
+        p.error(f"--options {args.options!r}: choose from {', '.join(OPTIONS)}")
     import torch
     print(describe(torch.device("cpu")))
     extra = ["--pack", str(args.pack)] if args.pack else []
     per_train = train_seconds(large)
-    with tempfile.TemporaryDirectory() as storage:
-        walls = {n: sweep_wall(n, storage, extra) for n in (small, large)}
-    per_trial = (walls[large] - walls[small]) / (large - small)
-    overhead = per_trial - per_train
-    fixed = walls[small] - small * per_trial
-    print("\n| measure | seconds |\n|---|---|")
-    print(f"| sweep wall, {small} trials | {walls[small]:.1f} |")
-    print(f"| sweep wall, {large} trials | {walls[large]:.1f} |")
-    print(f"| sweep seconds per extra trial | {per_trial:.2f} |")
-    print(f"| train() seconds per trial, no Ray | {per_train:.2f} |")
-    print(f"| fixed cost per sweep (Ray start/stop, data, plan) | {fixed:.1f} |")
-    print(f"overhead_per_trial_s: {overhead:.2f}")
+    rows = {}
+    for option in options:
+        with tempfile.TemporaryDirectory() as storage:
+            walls = {n: sweep_wall(n, storage, [*extra, *OPTIONS[option]]) for n in (small, large)}
+        per_trial = (walls[large] - walls[small]) / (large - small)
+        rows[option] = dict(small=walls[small], large=walls[large], per_trial=per_trial,
+                            overhead=per_trial - per_train, fixed=walls[small] - small * per_trial)
+        print(f"  {option}: {rows[option]['overhead']:.2f} s overhead per trial", file=sys.stderr)
+    print(f"\n# train() seconds per trial, no Ray: {per_train:.3f}")
+    print(f"\n| runner mode | sweep wall, {small} trials | sweep wall, {large} trials | s per extra trial "
+          "| overhead per trial s | fixed cost per sweep s |")
+    print("|---|---|---|---|---|---|")
+    for option, r in rows.items():
+        print(f"| {option} | {r['small']:.1f} | {r['large']:.1f} | {r['per_trial']:.2f} | {r['overhead']:.2f} "
+              f"| {r['fixed']:.1f} |")
+    print(f"overhead_per_trial_s: {rows[options[0]]['overhead']:.2f}")
     return 0
 
 

@@ -204,16 +204,40 @@ def test_runner_pack_flag_is_validated(capsys):
     assert main(SWEEP, "depth_grid.py", ["--dry-run", "--pack", "4"]) == 0  # the default path is untouched
 
 
-@pytest.mark.slow
-def test_throughput_quick_prints_the_ratio_line():
+def run_benchmark(*argv: str) -> str:
     import subprocess
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "benchmarks/throughput.py", "--quick", "--steps", "2"], cwd=repo,
-                         capture_output=True, text=True, timeout=600,
+    out = subprocess.run([sys.executable, *argv], cwd=repo, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "PYTHONPATH": str(repo)})
     assert out.returncode == 0, out.stderr[-2000:]
-    last = out.stdout.strip().splitlines()[-1]
-    key, value = last.split(": ")
-    assert key == "speedup_vs_seed_style_depth5" and float(value) > 0
-    assert "| 5 |" in out.stdout  # the depth-5 row of the table
+    return out.stdout
+
+
+def last_number(stdout: str, key: str) -> float:
+    name, value = stdout.strip().splitlines()[-1].split(": ")
+    assert name == key
+    return float(value)
+
+
+@pytest.mark.slow
+def test_throughput_quick_prints_the_ratio_line():
+    out = run_benchmark("benchmarks/throughput.py", "--quick", "--steps", "2")
+    assert last_number(out, "speedup_vs_seed_style_depth5") > 0
+    assert "| 5 |" in out  # the depth-5 row of the table
+
+
+@pytest.mark.slow
+def test_grid_wall_runs_every_option_on_a_tiny_grid():
+    out = run_benchmark("benchmarks/grid_wall.py", "--scale", "0.003", "--epochs", "1", "--procs", "2")
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert {"sequential", "procs-2", "fused"} <= set(rows)
+    assert "# 16 trials x 1 epochs" in out  # the whole study-000 grid, reduced in images only
+    assert last_number(out, "grid_seconds") > 0
+
+
+@pytest.mark.slow
+def test_overhead_measures_the_runner_end_to_end():
+    out = run_benchmark("benchmarks/overhead.py", "--trials", "1,3", "--options", "reused")
+    assert "| reused |" in out
+    last_number(out, "overhead_per_trial_s")  # a difference of two walls: any sign is a measurement

@@ -30,12 +30,12 @@ FAULTS = Sweep(study="faults", description="retry test", fixed=dict(TINY, epochs
                              exhausted=dict(fail_at_epoch=1, checkpoint_every=0),
                              clean=dict(fail_at_epoch=0, checkpoint_every=0)))
 
-LONG = 4
+LONG = 6  # epochs of the long trials: with reused Ray workers they must last long enough to be caught mid-way
 RESUMABLE = f'''
 from sweeps.grid import Sweep, axis, cross
 from sweeps.runner import main
 SWEEP = Sweep(study="resume", description="kill-and-resume test",
-              fixed=dict({dict(TINY, train_subset=0)!r}, checkpoint_every=1),
+              fixed=dict({dict(TINY, train_subset=0, width=32)!r}, checkpoint_every=1),
               grid=cross(axis("epochs", [1, {LONG}]), axis("seed", [0, 1])))
 if __name__ == "__main__":
     raise SystemExit(main(SWEEP, __file__))
@@ -95,7 +95,7 @@ def test_sigkilled_driver_resumes_without_loss_or_duplicates(tmp_path):
     try:
         deadline = time.time() + 240
         while time.time() < deadline and first.poll() is None:
-            time.sleep(1)
+            time.sleep(0.5)
             try:
                 tables = load(sweep)
             except Exception:  # not there yet, or a file being renamed
