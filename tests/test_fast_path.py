@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -204,12 +206,12 @@ def test_runner_pack_flag_is_validated(capsys):
     assert main(SWEEP, "depth_grid.py", ["--dry-run", "--pack", "4"]) == 0  # the default path is untouched
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def run_benchmark(*argv: str) -> str:
-    import subprocess
-    from pathlib import Path
-    repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, *argv], cwd=repo, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "PYTHONPATH": str(repo)})
+    out = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
@@ -241,3 +243,12 @@ def test_overhead_measures_the_runner_end_to_end():
     out = run_benchmark("benchmarks/overhead.py", "--trials", "1,3", "--options", "reused")
     assert "| reused |" in out
     last_number(out, "overhead_per_trial_s")  # a difference of two walls: any sign is a measurement
+
+
+def test_memory_format_benchmark_compares_both_layouts():
+    out = run_benchmark("benchmarks/memory_format.py", "--models", "cnn2", "--steps", "1", "--rounds", "1")
+    assert "| cnn2 |" in out
+    assert last_number(out, "channels_last_speedup_min") > 0
+    bad = subprocess.run([sys.executable, "benchmarks/memory_format.py", "--models", "cnn99"], capture_output=True,
+                         text=True, cwd=REPO)
+    assert bad.returncode == 2 and "unknown cnn99" in bad.stderr

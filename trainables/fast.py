@@ -8,9 +8,9 @@ defaults stay correct on a CPU-only laptop and fast on a GPU:
   Weights, optimizer state and the loss stay fp32; only the forward pass runs
   in bf16, so there is no loss scaling to tune.
 - `memory_format`: "auto" is channels_last on every device. Tensor cores want
-  NHWC on CUDA, and on CPU oneDNN's NHWC convolutions measured 1.11-1.27x the
-  train-step speed of NCHW for the CNN and VGG families (ResNet-18 1.00x;
-  docs/benchmarks.md). "contiguous" forces NCHW.
+  NHWC on CUDA, and on the 2-core CPU oneDNN's NHWC kernels gave 1.01-1.30x the
+  train-step speed of NCHW across all model families, never less
+  (benchmarks/memory_format.py, docs/benchmarks.md). "contiguous" forces NCHW.
 - cuDNN autotuning (`cudnn.benchmark`) is switched on for CUDA trials: every
   step of a trial has the same shapes, so the one-off search pays for itself.
 - `compile`: opt-in `torch.compile` of the training forward/backward. Compiling
