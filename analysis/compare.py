@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.plots import colours
-from analysis.report import Report, sweep_header
+from analysis.report import Report, ReportError, sweep_header
 from analysis.results import load
 from analysis.stats import cell_stats, describe_difference, format_cell, welch
 from analysis.tables import config_columns, finished, varying_keys
@@ -63,9 +63,9 @@ def compare(path_a: str, path_b: str, metric: str = "test_acc", out: str | None 
     ta, tb = load(path_a)["trials"], load(path_b)["trials"]
     for path, t in ((path_a, ta), (path_b, tb)):
         if not len(t):
-            raise SystemExit(f"error: {path} holds no trials yet")
+            raise ReportError(f"{path} holds no trials yet")
         if metric not in t.columns:
-            raise SystemExit(f"error: {path} has no column {metric!r} in its trials table")
+            raise ReportError(f"{path} has no column {metric!r} in its trials table")
     name_a, name_b = ta["sweep"].iloc[0], tb["sweep"].iloc[0]
     outdir = Path(out) if out else Path(path_a) / "report" / f"compare-{name_b}"
     outdir.mkdir(parents=True, exist_ok=True)

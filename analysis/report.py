@@ -29,6 +29,10 @@ from analysis.html import render as render_html  # noqa: E402
 from analysis.results import load, open_store  # noqa: E402
 from analysis.stats import MIN_SEEDS, seed_warning  # noqa: E402
 
+
+class ReportError(Exception):
+    """A report cannot be built from what the user pointed at; main() prints it and exits 2."""
+
 STUDIES = {
     "depth_grid": "analysis.depth_grid",
     "vgg_depth": "analysis.vgg",            # study 002, one module for its three sweeps
@@ -170,13 +174,13 @@ def build_report(path: str) -> Report:
     tables = load(path)
     trials = tables["trials"]
     if not len(trials):
-        raise SystemExit(f"error: {path} holds no trials yet")
+        raise ReportError(f"{path} holds no trials yet")
     studies = trials["study"].unique().tolist()
     if len(studies) != 1 or studies[0] not in STUDIES:
-        raise SystemExit(f"error: no report for study {studies} (known: {', '.join(STUDIES)})")
+        raise ReportError(f"no report for study {studies} (known: {', '.join(STUDIES)})")
     local = Path(str(path))
     if "://" in str(path):
-        raise SystemExit("error: reports are written next to the results; copy a remote sweep locally first")
+        raise ReportError("reports are written next to the results; copy a remote sweep locally first")
     outdir = local / "report"
     outdir.mkdir(parents=True, exist_ok=True)
     report = Report(outdir, tables, title=f"Sweep {trials['sweep'].iloc[0]} ({studies[0]})")
@@ -205,11 +209,15 @@ def main(argv=None) -> int:
         if not Path(path).exists() and "://" not in path:
             print(f"error: no sweep results at {path}", file=sys.stderr)
             return 2
-    if args.compare:
-        from analysis.compare import compare
-        report = compare(*args.compare, metric=args.metric, out=args.out)
-    else:
-        report = build_report(args.path)
+    try:
+        if args.compare:
+            from analysis.compare import compare
+            report = compare(*args.compare, metric=args.metric, out=args.out)
+        else:
+            report = build_report(args.path)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(report.main_table)
     print(f"\nreport: {report.outdir / 'report.html'} (and index.md)")
     return 0

@@ -101,7 +101,20 @@ def paired(df: pd.DataFrame, factor: str, a, b, value: str, pair_on: list[str], 
                 d_z = mean / sd
         rows.append({**dict(zip(by, key)), "n": n, "diff": mean, "ci": half, "p": p, "d_z": d_z,
                      "statement": describe_difference(str(a), str(b), mean, half, n, p, "paired t", d_z)})
-    return pd.DataFrame(rows, columns=[*by, "n", "diff", "ci", "p", "d_z", "statement"])
+    out = pd.DataFrame(rows, columns=[*by, "n", "diff", "ci", "p", "d_z", "statement"])
+    # One table tests the same question in every cell, so a lone p < 0.05 among many cells is weak
+    # evidence; Holm's step-down adjustment controls the chance of any false positive in the table.
+    out.insert(out.columns.get_loc("p") + 1, "p_holm", holm(out["p"]))
+    return out
+
+
+def holm(p_values) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order; NaN p-values stay NaN and are not counted."""
+    p = pd.Series(list(p_values), dtype=float)
+    tested = p.dropna().sort_values()
+    m = len(tested)
+    adjusted = (tested * np.arange(m, 0, -1)).cummax().clip(upper=1.0)
+    return p.where(p.isna(), adjusted).tolist()
 
 
 def welch(a_values, b_values) -> tuple[float, float, float]:

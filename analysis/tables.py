@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.report import Report, reference
-from analysis.stats import cell_stats, format_cell, paired
+from analysis.stats import cell_stats, format_cell, format_p, paired
 from trainables.config import DEFAULTS
 
 FINISHED = ("completed", "diverged")  # trials with a final metric; errored/stopped ones are counted in the header
@@ -115,8 +115,12 @@ def paired_table(report: Report, name: str, trials: pd.DataFrame, value: str, *,
     res = paired(data, factor, a, b, "_value", pair_on=["seed"], by=by)
     if not len(res):
         return res
-    lines = [f"- {', '.join(f'{k}={v}' for k, v in zip(by, r[by]))}: {r['statement']}" for _, r in res.iterrows()]
+    tested = int(res["p"].notna().sum())
+    lines = [f"- {', '.join(f'{k}={v}' for k, v in zip(by, r[by]))}: {r['statement']}"
+             + (f" (Holm-adjusted over {tested} cells: {format_p(r['p_holm'])})" if tested > 1 and pd.notna(r["p"]) else "")
+             for _, r in res.iterrows()]
     report.text(f"**{caption}**\n\n" + "\n".join(lines))
-    report.table(name, res, f"{caption}: the numbers (diff = {a} - {b}, ci = 95% t half-width, "
-                 "d_z = diff / sd of the paired differences)", min_n=int(res["n"].min()))
+    holm_note = f"p_holm = p adjusted for the {tested} cells tested here (Holm), " if tested > 1 else ""
+    report.table(name, res, f"{caption}: the numbers (diff = {a} - {b}, ci = 95% t half-width, p per cell, "
+                 f"{holm_note}d_z = diff / sd of the paired differences)", min_n=int(res["n"].min()))
     return res

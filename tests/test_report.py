@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from analysis import report as report_mod
 from analysis.compare import compare
-from analysis.stats import cell_stats, describe_difference, format_cell, paired, seed_warning, t_interval, welch
+from analysis.stats import cell_stats, describe_difference, format_cell, holm, paired, seed_warning, t_interval, welch
 from sweeps.storage import Store
 from trainables.config import resolve
 
@@ -63,6 +63,31 @@ def test_paired_matches_ttest_rel_and_reports_in_words():
     assert res["d_z"] == pytest.approx(d.mean() / d.std(ddof=1))
     assert res["statement"].startswith(f"he better than normal by {d.mean():.1f} ± {res['ci']:.1f} points")
     assert "5 seeds, paired t p" in res["statement"]
+
+
+def test_holm_adjustment_by_hand():
+    # sorted 0.01, 0.03, 0.04 -> x3, x2, x1 = 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, float("nan"), 0.9]) == pytest.approx([1.0, float("nan"), 1.0], nan_ok=True)  # m = 2, monotone
+    assert holm([]) == []
+
+
+def test_paired_table_states_holm_adjusted_p_per_cell(tmp_path):
+    from analysis.report import Report
+    from analysis.tables import paired_table
+    rng = np.random.default_rng(0)
+    trials = pd.DataFrame([dict(status="completed", init=init, depth=depth, seed=seed,
+                                acc=0.5 + (0.05 if init == "he" else 0) + rng.normal(0, 0.02))
+                           for init in ("he", "normal") for depth in (2, 5, 10) for seed in range(4)])
+    report = Report(tmp_path, {}, "t")
+    res = paired_table(report, "paired", trials, "acc", factor="init", a="he", b="normal", keys=["init", "depth"],
+                       caption="He vs normal")
+    assert list(res["p_holm"]) == pytest.approx(holm(res["p"]))
+    text = report.sections[0][1]
+    for _, r in res.iterrows():
+        assert f"depth={r['depth']}:" in text
+    assert text.count("(Holm-adjusted over 3 cells: ") == 3
+    assert "p_holm = p adjusted for the 3 cells" in report.sections[1][2]
 
 
 def test_paired_drops_unpaired_seeds():
@@ -201,6 +226,14 @@ def test_cli_errors(tmp_path, capsys):
     assert report_mod.main([]) == 2
     assert report_mod.main([str(tmp_path / "missing")]) == 2
     assert report_mod.main(["--compare", str(tmp_path / "x"), str(tmp_path / "y")]) == 2
+    a, b = fake_sweep(tmp_path, "a", seeds=1), fake_sweep(tmp_path, "b", seeds=1)
+    capsys.readouterr()
+    assert report_mod.main(["--compare", str(a), str(b), "--metric", "test_accc"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {a} has no column 'test_accc' in its trials table"
+    empty = tmp_path / "empty"
+    (empty / "trials.parquet").mkdir(parents=True)
+    assert report_mod.main([str(empty)]) == 2
+    assert "holds no trials yet" in capsys.readouterr().err
 
 
 # --- the page in a real browser ------------------------------------------------------------------------------
