@@ -24,6 +24,7 @@ from trainables.data import NUM_CLASSES, DataError, load_dataset, split_facts
 from trainables.models import build_model, count_params
 
 EXIT_USAGE = 2
+DEFAULT_MAX_FAILURES = 1
 
 
 def parse_args(argv, description: str, default_name: str) -> argparse.Namespace:
@@ -41,7 +42,8 @@ def parse_args(argv, description: str, default_name: str) -> argparse.Namespace:
                    help="replace (or add) the axis KEY with these values")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional GPUs, e.g. 0.25")
-    p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial from its checkpoint")
+    p.add_argument("--max-failures", type=int, default=None,
+                   help=f"retries of a crashed trial from its checkpoint (default {DEFAULT_MAX_FAILURES})")
     p.add_argument("--pack", type=int, default=1,
                    help="trials sharing each GPU: N trials at 1/N GPU each; start CUDA MPS first "
                         "(benchmarks/mps.sh start)")
@@ -148,7 +150,7 @@ def check_resources(args) -> None:
     if args.gpus_per_trial < 0 or (0 < args.gpus_per_trial and args.gpus_per_trial > 1
                                    and not float(args.gpus_per_trial).is_integer()):
         raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial}: use a fraction in (0, 1] or a whole number")
-    if args.max_failures < 0:
+    if args.max_failures is not None and args.max_failures < 0:
         raise ConfigError(f"--max-failures {args.max_failures}: must be >= 0")
     if args.pack < 1:
         raise ConfigError(f"--pack {args.pack}: must be >= 1 (1 = one trial per GPU share given by --gpus-per-trial)")
@@ -217,11 +219,17 @@ def check_resume(store: Store, specs: list[dict], args) -> None:
     if not store.exists():
         raise ConfigError(f"--resume: no sweep {args.name!r} at {store.uri} to continue (check --name and --storage)")
     try:
-        recorded = store.read_json("sweep.json").get("plan")
+        record = store.read_json("sweep.json")
     except (OSError, ValueError):
-        recorded = None
+        record = {}
+    recorded = record.get("plan")
     if recorded is None:
         raise ConfigError(f"--resume: {store.uri} has no readable sweep.json plan; start it again under a new --name")
+    # Ray's Tuner.restore takes no new run config, so the first run's retry budget stays.
+    kept = record.get("max_failures")
+    if args.max_failures is not None and kept is not None and args.max_failures != kept:
+        raise ConfigError(f"--resume --max-failures {args.max_failures}: a resumed sweep keeps the first run's "
+                          f"--max-failures {kept} (Ray cannot change it on restore); leave the flag out")
     if recorded != plan_record(specs):
         changed = next((i for i, (a, b) in enumerate(zip(recorded, plan_record(specs))) if a != b),
                        min(len(recorded), len(specs)))
@@ -259,7 +267,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
         else:
             store.write_json("sweep.json", dict(
                 **meta, description=sweep.description.strip(), argv=sys.argv, smoke=args.smoke, trials=len(specs),
-                seeds=args.seeds, started_at=started_at, host=socket.gethostname(),
+                seeds=args.seeds, max_failures=args.max_failures, started_at=started_at, host=socket.gethostname(),
                 data={name: d.describe() for name, d in datasets.items()}, plan=plan_record(specs)))
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, specs=specs, datasets=datasets, cpus_per_trial=args.cpus_per_trial),
@@ -321,6 +329,8 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
         store = Store(args.storage, args.name)
         store.check_writable()
         check_resume(store, specs, args)
+        if args.max_failures is None:
+            args.max_failures = DEFAULT_MAX_FAILURES
         check_local_gpus(args)
         check_address(args)
         datasets = load_data(specs, os.path.abspath(os.path.expanduser(args.data_dir)))

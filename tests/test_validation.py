@@ -160,6 +160,23 @@ def test_resume_with_a_different_plan(tmp_path, capsys, tiny_cifar10):
     assert "the trials differ" in err and "new --name" in err
 
 
+def test_resume_cannot_change_max_failures(tmp_path, capsys, tiny_cifar10):
+    """Ray restores a sweep with its first run config, so a new --max-failures would be silently ignored."""
+    import json
+    from sweeps.runner import parse_args, plan, plan_record
+    argv = ["--smoke", "--data-dir", str(tiny_cifar10), "--storage", str(tmp_path / "results")]
+    sweep_dir = tmp_path / "results" / "depth_grid"
+    sweep_dir.mkdir(parents=True)
+    specs = plan(depth_grid.SWEEP, parse_args(argv, "", "depth_grid"))
+    (sweep_dir / "sweep.json").write_text(json.dumps({"plan": plan_record(specs), "max_failures": 1}))
+    before = snapshot(tmp_path)
+    code = main(depth_grid.SWEEP, depth_grid.__file__, [*argv, "--resume", "--max-failures", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and snapshot(tmp_path) == before
+    assert err.strip() == ("error: --resume --max-failures 3: a resumed sweep keeps the first run's "
+                           "--max-failures 1 (Ray cannot change it on restore); leave the flag out")
+
+
 def test_dry_run_shows_parsed_overrides(tmp_path, capsys):
     code = main(depth_grid.SWEEP, depth_grid.__file__,
                 ["--dry-run", "--grid", "depth=2,20", "--set", "lr=3e-4", "--set", "augment=no"])
