@@ -285,7 +285,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
                 trainable,
                 # Ray expands dicts inside grid_search, so trials carry an index into `specs`.
                 param_space={"trial": tune.grid_search(list(range(len(specs))))},
-                # Reusing actors skips a process start (Python, torch, CUDA context: about 9 s a trial on
+                # Reusing actors skips a process start (Python, torch, CUDA context: about 10 s a trial on
                 # the 2-core CPU, docs/benchmarks.md) and keeps trainables.fast's compile cache. `train`
                 # sets every piece of process-wide state it relies on, so trials stay independent.
                 tune_config=tune.TuneConfig(reuse_actors=not args.fresh_actors),

@@ -51,8 +51,8 @@ DEFAULTS: dict = dict(
     # --- fast trial path (trainables/fast.py) ---
     precision="auto",         # auto = bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16 (forward only; weights stay fp32)
     memory_format="auto",     # auto = channels_last (faster on CUDA and CPU, see fast.py) | channels_last | contiguous
-    compile=False,            # torch.compile the training step; pays off only when Ray reuses actors
-                              # (runner --pack), since compiled models are cached per process by architecture
+    compile=False,            # torch.compile the training step; pays off only when Ray reuses workers
+                              # (the runner's default), since compiled models are cached per process by architecture
     fail_at_epoch=0,          # fault injection for tests: raise after reporting this epoch (0 = never).
                               # A retry resumed from a checkpoint taken at that epoch does not fail again.
     # --- study 002: the VGG family (trainables/models/vgg.py; `bn`, `width`, `activation` apply too) ---

@@ -52,7 +52,7 @@ def autocast(config: dict, device: torch.device):
     return contextlib.nullcontext()
 
 
-def memory_format(config: dict, device: torch.device) -> torch.memory_format:
+def memory_format(config: dict) -> torch.memory_format:
     if config["memory_format"] == "contiguous":
         return torch.contiguous_format
     return torch.channels_last
@@ -72,7 +72,7 @@ def prepare_model(model: torch.nn.Module, config: dict, device: torch.device) ->
     cached module of the same architecture that now holds `model`'s fresh weights
     and buffers, and `step_model` its compiled wrapper.
     """
-    fmt = memory_format(config, device)
+    fmt = memory_format(config)
     model = model.to(device=device, memory_format=fmt)
     if not config["compile"]:
         return model, model

@@ -146,7 +146,7 @@ def train_packed(configs: list[dict], data: Dataset, reports: list | None = None
         torch.manual_seed(c["seed"])
         members.append(apply_init(build_model(c, data.num_classes), c).to(device))
         generators.append(torch.Generator(device=device).manual_seed(c["seed"]))
-    fmt = memory_format(config, device)
+    fmt = memory_format(config)
     model = fuse(members).to(device=device, memory_format=fmt)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)

@@ -124,7 +124,7 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
     init_model = ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                   if config["weight_snapshots"] else None)
     model, step_model = prepare_model(model, config, device)  # channels_last / torch.compile (trainables.fast)
-    fmt = memory_format(config, device)
+    fmt = memory_format(config)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     tracked = [layer.weight for _, layer in weight_layers(model)]
