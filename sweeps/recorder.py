@@ -5,10 +5,10 @@ import math
 import sys
 import time
 
+import pandas as pd
 from ray import tune
 
 from sweeps.storage import CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, LAYER_COLUMNS, Store
-from trainables.config import resolve
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
 # Placement reported by trainables.ray_trainable.placement(): which node and logical GPUs, and when.
@@ -19,7 +19,7 @@ def trial_row(trial_id: str, spec: dict, meta: dict, status: str, last: dict | N
     """Everything that describes one trial, flattened: config, labels, outcome and provenance."""
     last = last or {}
     row = dict(trial_id=trial_id, sweep=meta["sweep"], study=meta["study"], status=status, error=error)
-    row.update(resolve(spec["config"]))  # resolved, so a preset model's fixed keys show their true values
+    row.update(spec["config"])  # resolved and validated by the runner's plan(): a preset's fixed keys show true values
     row.update(spec["labels"])
     row.update(spec["facts"])
     row.update({k: float(last.get(k, math.nan)) for k in FINAL_METRICS})
@@ -107,17 +107,23 @@ def latest_epoch(store: Store, trial_id: str, last: dict | None) -> dict | None:
     rows already written (its state file is saved every few seconds), so the
     epochs table, which is the record, wins.
     """
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-    infos = store.fs.get_file_info(pafs.FileSelector(store.path("epochs.parquet"), allow_not_found=True))
-    mine = sorted(i.path for i in infos if i.base_name.startswith(f"{trial_id}-e") and i.base_name.endswith(".parquet"))
-    if not mine:
+    epochs = store.read_table("epochs", prefix=f"{trial_id}-e")
+    if not len(epochs):
         return last
-    with store.fs.open_input_file(mine[-1]) as f:
-        row = pq.read_table(f).to_pylist()[0]
+    row = epochs.iloc[-1].to_dict()  # files are <trial_id>-e<epoch:04d>, read in name order: the newest is last
     if last and int(last.get("epoch", 0)) >= int(row["epoch"]):
         return last
-    return {**(last or {}), **{k: v for k, v in row.items() if v is not None}}
+    return {**(last or {}), **{k: _plain(v) for k, v in row.items() if not _missing(v)}}
+
+
+def _missing(value) -> bool:
+    """A null on disk: pandas reads it back as None, NaN or NA depending on the column's type."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def _plain(value):
+    """A plain Python value for a numpy scalar, as Ray's own results hold."""
+    return value.item() if hasattr(value, "item") and getattr(value, "ndim", None) == 0 else value
 
 
 def reconcile(store: Store, results, specs: list[dict], meta: dict) -> None:
@@ -126,8 +132,7 @@ def reconcile(store: Store, results, specs: list[dict], meta: dict) -> None:
     That happens only when the driver died between Ray saving a finished trial and the
     callback writing its row; a resumed sweep does not replay callbacks of finished trials.
     """
-    from analysis.results import read_table
-    trials = read_table(store, "trials")
+    trials = store.read_table("trials")
     status = dict(zip(trials["trial_id"], trials["status"])) if len(trials) else {}
     for result in results:
         metrics = result.metrics or {}

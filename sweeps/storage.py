@@ -13,6 +13,9 @@ hidden temporary name, then renamed), and makes a re-reported epoch, after a
 retry from a checkpoint or a resumed sweep, replace its earlier copy instead of
 duplicating it. Nothing lives only in the driver's memory, so a killed driver
 loses at most the epoch being written.
+
+Store also reads the tables back (read_table, finalize_statuses): the recorder and
+runner use it directly, and analysis.results wraps it, so imports only point down.
 """
 from __future__ import annotations
 
@@ -71,6 +74,13 @@ class Store:
         self.root = base.rstrip("/") + "/" + name
         self.name = name
 
+    @classmethod
+    def at(cls, path: str) -> "Store":
+        """The Store for `<storage>/<name>` given as one path or URI."""
+        path = str(path).rstrip("/")
+        parent, _, name = path.rpartition("/")
+        return cls(parent or ".", name)
+
     # --- checks before a sweep starts ---
     def exists(self) -> bool:
         return self.fs.get_file_info(self.root).type != pafs.FileType.NotFound
@@ -107,9 +117,38 @@ class Store:
     def write_json(self, relpath: str, obj) -> None:
         self.write_bytes(relpath, json.dumps(obj, indent=2, default=str).encode())
 
+    # --- reading ---
+    def read_table(self, table: str, prefix: str = "") -> pd.DataFrame:
+        """All rows of one table, or of its files whose name starts with `prefix`.
+
+        Files are read one by one, in name order, so differing columns still line up;
+        hidden files (`.`, `_`: temporaries mid-write) and empty files are skipped.
+        """
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path(f"{table}.parquet"), allow_not_found=True))
+        frames = []
+        for info in sorted(infos, key=lambda i: i.path):
+            name = info.base_name
+            if (info.type != pafs.FileType.File or name.startswith((".", "_")) or not name.endswith(".parquet")
+                    or not name.startswith(prefix)):
+                continue
+            with self.fs.open_input_file(info.path) as f:
+                frames.append(pq.read_table(io.BytesIO(f.read())).to_pandas())
+        frames = [f for f in frames if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     def read_json(self, relpath: str):
         with self.fs.open_input_stream(self.path(relpath)) as f:
             return json.loads(f.read())
+
+    def finalize_statuses(self) -> pd.DataFrame:
+        """Mark trials that were still running when the sweep ended as `stopped`; return the trials table."""
+        trials = self.read_table("trials")
+        if not len(trials):
+            return trials
+        for _, row in trials[trials["status"] == "running"].iterrows():
+            self.write_rows("trials", row["trial_id"], [dict(row, status="stopped")])
+        trials.loc[trials["status"] == "running", "status"] = "stopped"
+        return trials
 
     def local_path(self) -> str | None:
         return None if is_uri(self.storage) else self.root
