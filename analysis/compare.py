@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.plots import colours
-from analysis.report import Report, ReportError, sweep_header
+from analysis.document import Report, ReportError, sweep_header
 from analysis.results import load
 from analysis.stats import cell_stats, describe_difference, format_cell, welch
 from analysis.tables import config_columns, finished, varying_keys

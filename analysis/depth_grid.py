@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.plots import errorbar_lines, panel_lines
-from analysis.report import Report
+from analysis.document import Report
 from analysis.tables import paired_table, stat_table, varying_keys
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from analysis.plots import panel_lines
-from analysis.report import Report
+from analysis.document import Report
 from analysis.tables import paired_table, stat_table, varying_keys
 
 

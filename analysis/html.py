@@ -46,12 +46,9 @@ def markdown_block(md: str) -> str:
 
 
 def frame_html(df) -> str:
-    def fmt(v):
-        if isinstance(v, float):
-            return "" if v != v else f"{v:.4g}"
-        return str(v)
+    """The table as HTML: numbers to 4 significant digits and missing values empty, as in the Markdown tables."""
     return '<div class="scroll">' + df.to_html(index=False, na_rep="", escape=True, border=0,
-                                                   formatters={c: fmt for c in df.columns}) + "</div>"
+                                                   float_format="{:.4g}".format) + "</div>"
 
 
 def anchor(name: str) -> str:
@@ -59,7 +56,7 @@ def anchor(name: str) -> str:
 
 
 def render(report) -> str:
-    """The page for a Report (analysis.report.Report); figures are read back from its PNG files."""
+    """The page for a Report (analysis.document.Report); figures are read back from its PNG files."""
     body = [f"<h1>{html.escape(report.title)}</h1>"]
     if report.header:
         rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{inline(str(v))}</td></tr>" for k, v in report.header.items())

@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis.kernels import conv_weights, find_checkpoint, init_vs_final, kernel_figure, load_state
 from analysis.plots import colours
-from analysis.report import Report, data_caveats, reference
+from analysis.document import Report, data_caveats, reference
 
 COND = ["net", "class_weights", "imbalance_ratio"]
 METRICS = ["ova_acc", "precision", "recall", "bcr", "aggregated"]

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.plots import panel_lines
-from analysis.report import Report
+from analysis.document import Report
 
 # Closed-form per-layer factor of the pre-activation variance in a ReLU net with zero biases:
 # Var(z_k) = fan_in * Var(w) * Var(z_{k-1}) / 2.
@@ -52,7 +52,7 @@ def relu_factors(rows: pd.DataFrame) -> pd.DataFrame:
         measured = float(np.mean(var[2:-1] / var[1:-2]))  # layers 1..depth-2 are width -> width
         predicted = RELU_FACTOR[scheme](n) if scheme in RELU_FACTOR else np.nan
         out.append(dict(scheme=scheme, predicted=predicted, measured=measured,
-                        rel_error=abs(measured - predicted) / predicted if predicted == predicted else np.nan))
+                        rel_error=abs(measured - predicted) / predicted if not np.isnan(predicted) else np.nan))
     return pd.DataFrame(out)
 
 

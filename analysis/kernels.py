@@ -11,6 +11,7 @@ their last checkpoint when run with `weight_snapshots=true`; `--init` draws thos
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import matplotlib
@@ -58,7 +59,7 @@ def kernel_figure(weight: torch.Tensor, title: str, max_out: int = 16, max_in: i
     out_ch, in_ch = weight.shape[:2]
     if in_ch == 3:
         cols = min(8, out_ch)
-        rows = -(-out_ch // cols)
+        rows = math.ceil(out_ch / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.5), squeeze=False)
         draw_rgb(list(axes.flat), weight)
     else:
@@ -76,7 +77,7 @@ def kernel_figure(weight: torch.Tensor, title: str, max_out: int = 16, max_in: i
 def init_vs_final(rows: list[tuple[str, torch.Tensor, torch.Tensor]]):
     """First-layer kernels at init (left) and after training (right), one row per labelled trial."""
     cols = 8
-    tiles = [max(1, -(-w.shape[0] // cols)) for _, w, _ in rows]
+    tiles = [max(1, math.ceil(w.shape[0] / cols)) for _, w, _ in rows]
     fig = plt.figure(figsize=(2 * cols * 0.55 + 0.6, sum(tiles) * 0.6 + 0.3 * len(rows)))
     grid = fig.add_gridspec(len(rows), 2, height_ratios=tiles, hspace=0.25, wspace=0.08)
     for r, (label, init, final) in enumerate(rows):

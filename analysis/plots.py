@@ -1,6 +1,8 @@
 """Figure helpers shared by every study: panels of lines with one colour per value."""
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -75,7 +77,7 @@ def panel_lines(df: pd.DataFrame, panel: list[str], line: str, x: str, y: str, *
     """
     groups = list(df.groupby(panel, sort=True)) if panel else [((), df)]
     ncols = min(len(groups), 2 if len(groups) == 4 else 3)
-    nrows = -(-len(groups) // ncols)
+    nrows = math.ceil(len(groups) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False, sharey=True)
     palette = palette or colours(df[line])
     for ax, (key, sub) in zip(axes.flat, groups):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.report import Report, reference
+from analysis.document import Report, reference
 from analysis.stats import cell_stats, format_cell, format_p, paired
 from trainables.config import DEFAULTS
 

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib import colormaps
 
 from analysis.plots import panel_lines
-from analysis.report import Report, data_caveats, reference
+from analysis.document import Report, data_caveats, reference
 from trainables.models.vgg import weight_layer_count
 
 METRICS = ["train_acc", "val_acc", "train_loss", "val_loss", "test_acc", "test_loss"]
