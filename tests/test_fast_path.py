@@ -163,9 +163,10 @@ MEMBERS = [dict(seed=0, init="he_normal", init_mode="fan_out"), dict(seed=1, ini
 
 @pytest.mark.slow
 # Rounding differs between a grouped convolution and G separate ones, and Adam amplifies it over the
-# steps. In NCHW the two agree to 1e-3 relative after two epochs; oneDNN's NHWC kernels accumulate in
-# another order, and there the worst per-layer statistic measured 2.4e-3, so that format gets 5e-3.
-@pytest.mark.parametrize("memory_format, rel", [("contiguous", 1e-3), ("channels_last", 5e-3)])
+# steps. oneDNN's NHWC kernels accumulate in another order than NCHW's; there the worst per-layer
+# statistic measured 2.4e-3 relative after two epochs. NCHW agreed to 1e-3 with earlier torch builds,
+# but torch 2.14.1 measured 2.4e-3 there too (conv1 weight_mean), so both formats get 5e-3.
+@pytest.mark.parametrize("memory_format, rel", [("contiguous", 5e-3), ("channels_last", 5e-3)])
 def test_fused_pack_equals_separate_training(synthetic, memory_format, rel):
     from trainables.packed import train_packed
     configs = [{**PACK, **m, "memory_format": memory_format} for m in MEMBERS]
