@@ -32,11 +32,12 @@ ACTIVATIONS = ["relu", "prelu", "leaky_relu", "tanh", "sigmoid"]
 SWEEP = Sweep(
     study="init_variance",
     description=__doc__,
-    fixed=dict(task="probe", dataset="cifar10", epochs=1, init_targets="all", init_bias="zero", augment=False),
+    fixed=dict(task="probe", dataset="cifar10", init_targets="all", init_bias="zero"),
     grid=cross(variants("scheme", **SCHEMES), axis("activation", ACTIVATIONS), variants("arch", **ARCHS),
                axis("depth", [50])),
     smoke_grid=cross(variants("scheme", **{k: SCHEMES[k] for k in ("he_fan_in", "normal_1", "lsuv")}),
                      axis("activation", ["relu"]), variants("arch", **ARCHS), axis("depth", [10])),
+    smoke=dict(train_subset=384, test_subset=256),  # no `epochs`: a probe trains nothing
 )
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ code 2, before Ray starts and before anything is written.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -65,7 +66,12 @@ def _split_kv(text: str, flag: str) -> tuple[str, str]:
 
 
 def plan(sweep: Sweep, args) -> list[dict]:
-    """The validated trial specs: {config, labels, title}; raises ConfigError."""
+    """The validated trial specs; raises ConfigError. Each trial's config is resolved here, once:
+
+        config     the resolved config (every key), which travels with the trial to the trainable
+        overrides  the keys the sweep and flags set, as they stand in sweep.json's plan
+        labels, title, facts   variant/group labels, the console title, parameter count and data facts
+    """
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
     if args.epochs is not None:
@@ -89,13 +95,13 @@ def plan(sweep: Sweep, args) -> list[dict]:
     specs, seen = [], set()
     for point, labels in grid.points():
         overrides = {**base, **point, **sets}
-        config = resolve(overrides)  # raises on unknown keys and bad values
+        config = resolve(overrides)  # raises on unknown keys, bad values and keys this trial does not read
         key = repr(sorted(config.items())) + repr(sorted(labels.items()))
         if key in seen:
             continue
         seen.add(key)
         shown = [f"{k}={v}" for k, v in labels.items()] + [f"{k}={config[k]}" for k in varied if k not in labels]
-        specs.append(dict(config={k: config[k] for k in overrides},
+        specs.append(dict(config=config, overrides={k: config[k] for k in overrides},
                           labels={k: v for k, v in labels.items() if k not in DEFAULTS},
                           title=" ".join(shown) or "default",
                           facts=dict(params=count_params(build_model(config, NUM_CLASSES[config["dataset"]])))))
@@ -116,7 +122,7 @@ def code_version() -> str:
 
 def load_data(specs: list[dict], data_dir: str) -> dict:
     datasets = {}
-    configs = [resolve(spec["config"]) for spec in specs]
+    configs = [spec["config"] for spec in specs]
     for name in dict.fromkeys(config["dataset"] for config in configs):  # each data set once, in order
         datasets[name] = load_dataset(name, data_dir)
         print(f"data: {datasets[name].describe()}", file=sys.stderr)
@@ -206,8 +212,7 @@ def check_cluster_gpus(args, nodes: list[dict]) -> None:
 
 def plan_record(specs: list[dict]) -> list[dict]:
     """What must not change between a sweep and its --resume: each trial's config and labels, in order."""
-    import json
-    return json.loads(json.dumps([dict(config=s["config"], labels=s["labels"]) for s in specs], default=str))
+    return json.loads(json.dumps([dict(config=s["overrides"], labels=s["labels"]) for s in specs], default=str))
 
 
 def check_resume(store: Store, specs: list[dict], args) -> None:
@@ -304,8 +309,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
 
 
 def summarize(store: Store, elapsed: float, args=None) -> int:
-    from analysis.results import finalize_statuses
-    trials = finalize_statuses(store)
+    trials = store.finalize_statuses()
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     print(f"\nsweep {store.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
           + f" in {elapsed:.0f} s")

@@ -16,6 +16,7 @@ from trainables.data import load_dataset, make_synthetic
 from trainables.inits import apply_init, weight_layers
 from trainables.models import build_model
 from trainables.probe import measure
+from trainables.tasks import run_task
 from trainables.train import train
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def data():
 
 def probe_rows(config, data):
     seen = []
-    summary = train(dict(task="probe", **config), data, lambda metrics, state: seen.append((metrics, state)))
+    summary = run_task(dict(task="probe", **config), data, lambda metrics, state: seen.append((metrics, state)))
     assert len(seen) == 1 and seen[0][1] is None  # one report, epoch 1, no checkpoint
     return summary, seen[0][0]
 

@@ -15,7 +15,7 @@ from trainables.config import ConfigError, resolve
 from trainables.inits import weight_layers
 from trainables.models import build_model, count_params
 from trainables.models.vgg import PRESETS, ProcessingBlock, weight_layer_count
-from trainables.train import make_optimizer, make_scheduler
+from trainables.loop import make_optimizer, make_scheduler
 
 # The study's table (../shared/DESIGN.md): parameters at 100 classes, to the parameter.
 REPORTED_PARAMS = {"vgg08": 59_716, "vgg38": 336_196, "vgg38_bn": 338_500, "vgg38_res": 338_500,

@@ -15,6 +15,10 @@ ACTIVATIONS = {
 }
 
 
+# The extra config keys an activation reads; setting them under another activation is an error.
+ACTIVATION_KEYS = {"prelu": ("prelu_init", "prelu_shared"), "leaky_relu": ("act_slope",)}
+
+
 def make_activation(config: dict, channels: int) -> nn.Module:
     return ACTIVATIONS[config["activation"]](config, channels)
 

@@ -8,8 +8,10 @@ closest valid choice.
 """
 from __future__ import annotations
 
-import difflib
 import math
+
+from trainables import activations, data, hooks, inits, models
+from trainables.errors import ConfigError, suggest
 
 DEFAULTS: dict = dict(
     # --- data ---
@@ -88,9 +90,6 @@ DEFAULTS: dict = dict(
     freeze_backbone=False,    # resnet18 with weights: train only the new head
 )
 
-# Names that must come from a registry; filled lazily to avoid import cycles.
-_REGISTRY_KEYS = ("dataset", "model", "activation", "init")
-
 CHOICES: dict[str, tuple] = dict(
     init_mode=("fan_in", "fan_out"),
     init_nonlinearity=("auto", "relu", "leaky_relu", "linear", "tanh", "sigmoid", "selu"),
@@ -116,21 +115,7 @@ POSITIVE += ("init_batch", "lsuv_tol", "lsuv_max_iter")
 PROBABILITY = ("dropout",)  # in [0, 1): p = 1 would drop every unit and divide by zero
 
 
-class ConfigError(ValueError):
-    """A user-facing mistake in a config, a sweep file or a command-line flag."""
-
-
-def suggest(name: str, valid) -> str:
-    """' (did you mean "x"?)' for the closest valid name, or a list of the valid ones."""
-    valid = sorted(map(str, valid))
-    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
-    if close:
-        return f' (did you mean "{close[0]}"?)'
-    return f" (valid: {', '.join(valid)})"
-
-
 def registry_choices() -> dict[str, tuple]:
-    from trainables import activations, data, inits, models
     return dict(dataset=tuple(data.DATASETS), model=tuple(models.MODELS),
                 activation=tuple(activations.ACTIVATIONS), init=tuple(inits.INITS))
 
@@ -188,7 +173,6 @@ def apply_preset(config: dict, overrides: dict) -> None:
     The name means exactly that architecture, so an explicit override that contradicts
     it is a mistake, not a tweak; the generic family name takes such keys instead.
     """
-    from trainables import models
     spec = models.MODELS.get(config["model"])
     if spec is None or not spec.preset:
         return  # an unknown model name is reported with the other registry checks
@@ -199,8 +183,19 @@ def apply_preset(config: dict, overrides: dict) -> None:
     config.update(spec.preset)
 
 
-def resolve(overrides: dict) -> dict:
-    """DEFAULTS updated with `overrides`, type-coerced and fully validated."""
+class Resolved(dict):
+    """A config that resolve() has completed and validated. resolve() hands it back unchanged, so a
+    trial's config is resolved once (in the runner's plan()) however many layers pass it on."""
+
+
+def resolve(overrides: dict) -> Resolved:
+    """DEFAULTS updated with `overrides`, type-coerced and fully validated.
+
+    Every key in `overrides` counts as set by the user: one that the trial's model,
+    init, task or hooks do not read is a ConfigError (see `unused_keys`).
+    """
+    if isinstance(overrides, Resolved):
+        return overrides
     check_keys(overrides)
     config = dict(DEFAULTS)
     config.update({k: coerce(k, v) for k, v in overrides.items()})
@@ -209,14 +204,73 @@ def resolve(overrides: dict) -> dict:
     for key, value in config.items():
         _check_value(key, value, choices)
     check_imbalance(config)
-    from trainables import models
     spec = models.MODELS[config["model"]]
     if config["dropout"] > 0 and not spec.dropout:
         with_dropout = sorted(name for name, s in models.MODELS.items() if s.dropout)
         raise ConfigError(f'dropout={config["dropout"]}: model="{config["model"]}" has no dropout layers '
                           f"(models with dropout: {', '.join(with_dropout)})")
     spec.check(config)
-    return config
+    unused = [key for key in overrides if key not in used_keys(config)]
+    if unused:
+        raise ConfigError(unused_message(unused[0], config))
+    return Resolved(config)
+
+
+# --- which keys a trial reads ---------------------------------------------------------------------
+# Each registry declares the keys its parts read (ModelSpec.keys, inits.INIT_KEYS,
+# activations.ACTIVATION_KEYS, hooks.HOOKS); the tasks and the keys that only matter under
+# another key's value are declared here. A key the user sets that none of them reads for
+# this trial is an error: `--set depth=7` on a VGG does nothing, and the user should know.
+
+EVERY_TRIAL = ("task", "model", "init", "init_targets", "init_bias", "dataset", "seed", "device",
+               "train_subset", "test_subset", "val_size", "split_seed", "imbalance_ratio", "folds", "fold")
+TASK_KEYS = {
+    "train": ("optimizer", "lr", "lr_scale", "weight_decay", "schedule", "epochs", "batch_size", "augment",
+              "class_weights", "checkpoint_every", "grad_stats", "precision", "memory_format", "compile",
+              *hooks.HOOK_KEYS),
+    "probe": ("probe_input", "init_batch"),
+}
+CONDITIONAL = {  # (key, value) -> keys read only while that key, itself read, has that value
+    ("optimizer", "sgd"): ("momentum",),
+    ("schedule", "cosine"): ("lr_min",),
+    ("class_weights", "effective"): ("effective_beta",),
+    ("init_nonlinearity", "leaky_relu"): ("act_slope",),
+    **{("activation", name): keys for name, keys in activations.ACTIVATION_KEYS.items()},
+}
+
+
+def used_keys(config: dict) -> set[str]:
+    """The keys this trial's model, init, task and hooks read, given its other values."""
+    used = {*EVERY_TRIAL, *TASK_KEYS[config["task"]], *models.MODELS[config["model"]].keys,
+            *inits.INIT_KEYS[config["init"]]}
+    grown = True
+    while grown:  # a conditional key can switch on another (init_nonlinearity -> act_slope)
+        before = len(used)
+        for (key, value), keys in CONDITIONAL.items():
+            if key in used and config[key] == value:
+                used.update(keys)
+        grown = len(used) > before
+    return used
+
+
+def readers(key: str) -> list[str]:
+    """Where `key` is read, as `name=value` conditions: ["model=cnn", "model=mlp", "task=train", ...]."""
+    where = [f"model={name}" for name, spec in models.MODELS.items() if key in spec.keys and not spec.preset]
+    where += [f"task={task}" for task, keys in TASK_KEYS.items() if key in keys]
+    where += [f"init={init}" for init, keys in inits.INIT_KEYS.items() if key in keys]
+    where += [f"{k}={v}" for (k, v), keys in CONDITIONAL.items() if key in keys]
+    return where
+
+
+def unused_message(key: str, config: dict) -> str:
+    spec = models.MODELS[config["model"]]
+    value = f"{key}={config[key]!r}"
+    if any(key in s.keys for s in models.MODELS.values()):
+        return (f'{value}: model="{config["model"]}" does not read {key}; the {spec.family} family reads '
+                f"{', '.join(spec.keys)} ({key} is read by {', '.join(readers(key))})")
+    conditions = sorted({r.split("=")[0] for r in readers(key)})
+    here = ", ".join(f"{k}={config[k]!r}" for k in conditions)
+    return f"{value}: this trial does not read {key}; it is read with {' or '.join(readers(key))} (here {here})"
 
 
 def check_imbalance(config: dict) -> None:

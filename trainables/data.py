@@ -193,7 +193,12 @@ def load_dataset(name: str, data_dir: str | Path = "./data") -> Dataset:
 # --- per-trial views: subsets and a stratified validation split ------------------------------
 
 def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train_idx, val_idx) with each class represented in proportion (largest remainder)."""
+    """(train_idx, val_idx) with each class represented in proportion (largest remainder).
+
+    Not scikit-learn's train_test_split(stratify=...): it refuses a class with a single image,
+    which study 004's long-tailed training sets have (ValueError "least populated class"), and
+    it would draw a different split for every split_seed of the sweeps already on disk.
+    """
     if not 0 < val_size < len(labels):
         raise ValueError(f"val_size={val_size} must be between 1 and {len(labels) - 1}")
     g = torch.Generator().manual_seed(seed)

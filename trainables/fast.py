@@ -1,4 +1,4 @@
-"""The fast trial path: precision, memory format, cuDNN autotuning and compiled models.
+"""The fast trial path: the device, precision, memory format, cuDNN autotuning and compiled models.
 
 `train` calls these helpers; each one is a no-op where it cannot help, so the
 defaults stay correct on a CPU-only laptop and fast on a GPU:
@@ -39,6 +39,13 @@ import torch
 CACHE_SIZE = 16  # architectures kept compiled per process (LRU)
 _compiled: "OrderedDict[tuple, tuple[torch.nn.Module, torch.nn.Module]]" = OrderedDict()
 cache_stats = dict(hits=0, misses=0)
+
+
+def pick_device(config: dict) -> torch.device:
+    """cuda when the config asks for it, or says auto and the trial was given a GPU; else the CPU."""
+    if config["device"] == "cuda" or (config["device"] == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def use_bf16(config: dict, device: torch.device) -> bool:

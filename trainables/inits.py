@@ -59,12 +59,32 @@ INITS = {
     "lsuv": lambda w, cfg: nn.init.orthogonal_(w, 1.0),
 }
 
+# The config keys each scheme reads besides init_targets and init_bias (which every scheme honours).
+# act_slope joins them when init_nonlinearity is leaky_relu (trainables.config.CONDITIONAL).
+INIT_KEYS = {
+    "he_normal": ("init_mode", "init_nonlinearity"), "he_uniform": ("init_mode", "init_nonlinearity"),
+    "xavier_normal": ("init_nonlinearity",), "xavier_uniform": ("init_nonlinearity",),
+    "normal": ("init_std",), "orthogonal": ("init_nonlinearity",), "default": (),
+    "lsuv": ("lsuv_tol", "lsuv_max_iter", "init_batch"),
+}
+
 TARGETS = {"conv": (nn.Conv2d,), "linear": (nn.Linear,), "all": (nn.Conv2d, nn.Linear)}
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Conv and linear layers in forward-definition order: the `layer` index of layers.parquet."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """conv1, conv2, ..., fc1: readable names of weight_layers(model), in forward order."""
+    counts: dict[str, int] = {}
+    names = []
+    for _, layer in weight_layers(model):
+        kind = "conv" if isinstance(layer, nn.Conv2d) else "fc"
+        counts[kind] = counts.get(kind, 0) + 1
+        names.append(f"{kind}{counts[kind]}")
+    return names
 
 
 @torch.no_grad()

@@ -26,7 +26,6 @@ benchmarks/grid_wall.py measures them; see docs/benchmarks.md.
 from __future__ import annotations
 
 import copy
-import math
 import time
 
 import torch
@@ -34,12 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.config import ConfigError, resolve
-from trainables.data import Dataset, Normalizer, random_crop_flip, trial_splits
-from trainables.fast import autocast, memory_format, setup_backend, to_format
-from trainables.inits import apply_init, weight_layers
+from trainables.data import Dataset, Normalizer, trial_splits
+from trainables.fast import autocast, memory_format, pick_device, setup_backend, to_format
+from trainables.inits import apply_init, layer_names, weight_layers
+from trainables.loop import augment, batches, close_epoch, epoch_metrics, make_optimizer, make_scheduler, summary
 from trainables.models import build_model
-from trainables.train import (eval_splits, layer_names, make_optimizer, make_scheduler, pick_device,
-                              weight_metrics)
 
 MEMBER_KEYS = ("seed", "init", "init_mode", "init_nonlinearity", "init_std", "init_targets", "prelu_init")
 STATELESS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity,
@@ -165,13 +163,9 @@ def train_packed(configs: list[dict], data: Dataset, reports: list | None = None
         grad_sum = torch.zeros(len(tracked), g, device=device)
         steps = seen = 0
         orders = [torch.randperm(n, device=device, generator=gen) for gen in generators]
-        for i in range(0, n, batch):
-            idx = [order[i:i + batch] for order in orders]
-            if len(idx[0]) < 2 and n > 1:
-                continue
-            xs, ys = [train_x[k] for k in idx], torch.stack([train_y[k] for k in idx], 1)  # ys: B x G
-            if config["augment"]:
-                xs = [random_crop_flip(x, gen) for x, gen in zip(xs, generators)]
+        for idx in zip(*(batches(order, batch) for order in orders)):  # every member skips the same batches
+            xs = [augment(train_x[k], config, gen) for k, gen in zip(idx, generators)]
+            ys = torch.stack([train_y[k] for k in idx], 1)  # B x G
             xb = torch.cat(xs, 1)  # B x G*3 x H x W: member k in channels 3k..3k+2
             with autocast(config, device):
                 out = model(to_format(normalize(xb.view(-1, 3, *xb.shape[2:])).view_as(xb), fmt))
@@ -192,15 +186,13 @@ def train_packed(configs: list[dict], data: Dataset, reports: list | None = None
         for k, (c, member) in enumerate(zip(configs, members)):
             if finished[k]:
                 continue
-            metrics = dict(epoch=epoch, train_loss=train_loss[k], train_acc=train_acc[k])
-            diverged = not math.isfinite(metrics["train_loss"])
-            diverged = eval_splits(member, splits, normalize, config, device, metrics) or diverged
-            metrics.update(weight_metrics(member, member_tracked[k], names, grad_sum[:, k] / max(steps, 1), c))
-            metrics.update(lr=lr, seconds=time.perf_counter() - started, it_per_s=steps / max(train_seconds, 1e-9))
-            status = "diverged" if diverged else "completed"
-            metrics["status"] = status if diverged or epoch == config["epochs"] else "running"
+            metrics, diverged = epoch_metrics(member, member_tracked[k], names, splits, normalize, c, device,
+                                              epoch=epoch, train_loss=train_loss[k], train_acc=train_acc[k],
+                                              grad_means=grad_sum[:, k] / max(steps, 1))
+            close_epoch(metrics, c, lr=lr, started=started, train_seconds=train_seconds, steps=steps,
+                        diverged=diverged)
             finished[k] = diverged  # a diverged member stops reporting; the pack trains on
             if reports is not None:
                 reports[k](metrics, None)
-            results[k] = {**{key: v for key, v in metrics.items() if key != "layers"}, "status": status}
+            results[k] = {**summary(metrics), "status": "diverged" if diverged else "completed"}
     return results

@@ -30,7 +30,8 @@ from torch import nn
 from trainables.activations import ACTIVATIONS
 from trainables.config import DEFAULTS, resolve
 from trainables.data import Dataset, Normalizer, init_batch, trial_splits
-from trainables.inits import apply_init, weight_layers
+from trainables.fast import pick_device
+from trainables.inits import apply_init, layer_names, weight_layers
 from trainables.models import build_model
 
 # Every registered activation's module type, so a newly registered activation is recognised too.
@@ -92,9 +93,9 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, backward: bool =
 
 def probe(config: dict, data: Dataset, report=None, resume: Optional[dict] = None) -> dict:
     """Same signature as `train`; `resume` is ignored (there is nothing to resume)."""
-    from trainables.train import layer_names, pick_device  # train.py dispatches here: import late
-
     config = resolve(config)
+    # Variances are measured raw: no flushing of denormals (a reused Ray worker may have it on).
+    torch.set_flush_denormal(False)
     started = time.perf_counter()
     torch.manual_seed(config["seed"])
     x, y = probe_batch(data, config)

@@ -1,4 +1,4 @@
-"""The thin Ray Tune wrapper around `train`: checkpoints in, metrics and checkpoints out.
+"""The thin Ray Tune wrapper around `run_task`: checkpoints in, metrics and checkpoints out.
 
 Trials get their data set as an object-store reference through
 `tune.with_parameters`, so it is read from disk once per sweep, on the driver.
@@ -13,14 +13,14 @@ import time
 import torch
 from ray import tune
 
-from trainables.config import DEFAULTS
-from trainables.train import train
+from trainables.tasks import run_task
 
 STATE_FILE = "state.pt"
 
 
 def run_trial(trial: dict, specs: list[dict], datasets: dict, cpus_per_trial: float = 1.0) -> None:
-    """Ray's function trainable. `trial["trial"]` indexes the runner's list of trial specs."""
+    """Ray's function trainable. `trial["trial"]` indexes the runner's list of trial specs, whose
+    `config` the runner's plan() has already resolved and validated."""
     torch.set_num_threads(max(1, int(cpus_per_trial)))  # share the node, not every core per trial
     where = placement()
     config = specs[trial["trial"]]["config"]
@@ -39,7 +39,7 @@ def run_trial(trial: dict, specs: list[dict], datasets: dict, cpus_per_trial: fl
             torch.save(state, os.path.join(folder, STATE_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    train(config, datasets[{**DEFAULTS, **config}["dataset"]], report, resume=resume)
+    run_task(config, datasets[config["dataset"]], report, resume=resume)
 
 
 def placement() -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from trainables.activations import make_activation, make_dropout
-from trainables.models import ModelSpec, register
+from trainables.models.registry import ModelSpec, register
 
 
 def build_cnn(config: dict, num_classes: int, image_size: int = 32) -> nn.Sequential:
@@ -36,5 +36,6 @@ def build_cnn(config: dict, num_classes: int, image_size: int = 32) -> nn.Sequen
 
 
 
-register("cnn", ModelSpec(build_cnn, describe="study-000 CNN: conv + (depth-1) x [conv, BN, act], pool every 2nd",
-                           dropout=True))
+KEYS = ("depth", "width", "bn", "activation", "dropout", "dropout_at")
+register("cnn", ModelSpec(build_cnn, KEYS, "cnn", dropout=True,
+                          describe="study-000 CNN: conv + (depth-1) x [conv, BN, act], pool every 2nd"))

@@ -17,7 +17,7 @@ deeper7 (the report's "TronNet": conv 3->21, 21->30 +BN, pool, 30->35 +BN, 35->2
 Channel counts and kernel sizes are the source's. Its last ReLU sat on the logits
 (before the softmax); here the logits are left linear, as cross-entropy expects.
 The source trained deeper7 with Xavier init: the sweep sets init=xavier_*.
-`width`, `depth` and `bn` do not apply to these tables.
+`width`, `depth` and `bn` do not apply to these tables: setting them is an error (KEYS below).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from functools import partial
 from torch import nn
 
 from trainables.activations import make_activation
-from trainables.models import ModelSpec, register
+from trainables.models.registry import ModelSpec, register
 
 # (in, out, kernel, stride, padding, batchnorm, max-pool after)
 BASELINE4 = [(3, 21, 3, 1, 1, False, 0), (21, 20, 3, 2, 1, True, 0),
@@ -55,7 +55,8 @@ def build_conv_stack(config: dict, num_classes: int, table: list[tuple], image_s
     return nn.Sequential(*layers)
 
 
-register("baseline4", ModelSpec(partial(build_conv_stack, table=BASELINE4),
+KEYS = ("activation",)  # channel counts, depth and BN placement are fixed by the tables
+register("baseline4", ModelSpec(partial(build_conv_stack, table=BASELINE4), KEYS, "conv_stack",
                                 describe="study-004 baseline: 4 convs (3 with BN), FC 300, adapted to 32x32"))
-register("deeper7", ModelSpec(partial(build_conv_stack, table=DEEPER7),
+register("deeper7", ModelSpec(partial(build_conv_stack, table=DEEPER7), KEYS, "conv_stack",
                               describe="study-004 deeper net: 7 convs (6 with BN), 2 max-pools, FC 300, 32x32"))

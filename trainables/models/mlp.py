@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from trainables.activations import make_activation, make_dropout
-from trainables.models import ModelSpec, register
+from trainables.models.registry import ModelSpec, register
 
 INPUT_SIZE = 3 * 32 * 32
 
@@ -35,5 +35,6 @@ def build_mlp(config: dict, num_classes: int) -> nn.Sequential:
 
 
 
-register("mlp", ModelSpec(build_mlp, describe="MLP on flattened images: depth linear layers of `width` units",
-                           dropout=True))
+KEYS = ("depth", "width", "activation", "dropout", "dropout_at")
+register("mlp", ModelSpec(build_mlp, KEYS, "mlp", dropout=True,
+                          describe="MLP on flattened images: depth linear layers of `width` units"))

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainables.config import ConfigError
-from trainables.models import ModelSpec, register
+from trainables.errors import ConfigError
+from trainables.models.registry import ModelSpec, register
 
 HEAD = "fc."
 
@@ -79,5 +79,5 @@ def check_resnet(config: dict) -> None:
         raise ConfigError("freeze_backbone=true needs resnet_weights (a frozen random backbone learns nothing)")
 
 
-register("resnet18", ModelSpec(build_resnet18, check_resnet,
+register("resnet18", ModelSpec(build_resnet18, ("resnet_weights", "freeze_backbone"), "resnet18", check_resnet,
                                "torchvision ResNet18, new head; scratch or transfer (resnet_weights)"))

@@ -21,8 +21,8 @@ from __future__ import annotations
 from torch import nn
 
 from trainables.activations import make_activation
-from trainables.config import ConfigError
-from trainables.models import ModelSpec, register
+from trainables.errors import ConfigError
+from trainables.models.registry import ModelSpec, register
 
 MAX_STAGES = 5  # each stage halves the map: 32 px -> 1 px after five
 
@@ -87,6 +87,7 @@ PRESETS = {
     "vgg106": dict(stages=5, blocks=12, bn=True, residual=True, **LEAKY),  # the study's name; 132 weight layers
 }
 
-register("vgg", ModelSpec(build_vgg, check_vgg, "study-002 VGG: stages x [blocks x processing + reduction]"))
+KEYS = ("stages", "blocks", "bn", "residual", "width", "activation")
+register("vgg", ModelSpec(build_vgg, KEYS, "vgg", check_vgg, "study-002 VGG: stages x [blocks x processing + reduction]"))
 for _name, _preset in PRESETS.items():
-    register(_name, ModelSpec(build_vgg, check_vgg, f"study-002 {_name}", preset=_preset))
+    register(_name, ModelSpec(build_vgg, KEYS, "vgg", check_vgg, f"study-002 {_name}", preset=_preset))

@@ -1,0 +1,113 @@
+"""The pieces of an epoch that `train` (one model) and `train_packed` (G fused models) share:
+the optimiser and its schedule, the batch order with its skip rule, augmentation, evaluation,
+and the per-epoch metrics. A change here reaches both loops.
+
+Per-step statistics stay on the device and are read once per epoch, so the step
+loop never waits on a host sync.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from trainables.data import random_crop_flip
+from trainables.fast import autocast
+
+EVAL_BATCH = 1000
+
+
+def make_optimizer(model: torch.nn.Module, config: dict) -> torch.optim.Optimizer:
+    if config["optimizer"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config["lr"] * config["lr_scale"], momentum=config["momentum"],
+                               weight_decay=config["weight_decay"])
+    # Adam's weight_decay adds an L2 term to the gradient, as the source studies did.
+    return torch.optim.Adam(model.parameters(), lr=config["lr"] * config["lr_scale"], weight_decay=config["weight_decay"])
+
+
+def make_scheduler(optimizer, config: dict):
+    if config["schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"],
+                                                          eta_min=config["lr_min"] * config["lr_scale"])
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    """Index batches of one epoch in `order`; a lone trailing image is skipped, since it
+    would break BatchNorm's batch statistics."""
+    n = len(order)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        if len(idx) < 2 and n > 1:
+            continue
+        yield idx
+
+
+def augment(x: torch.Tensor, config: dict, generator: torch.Generator) -> torch.Tensor:
+    return random_crop_flip(x, generator) if config["augment"] else x
+
+
+@torch.no_grad()
+def evaluate(model, x, y, normalize) -> tuple[float, float]:
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for i in range(0, len(y), EVAL_BATCH):
+        out = model(normalize(x[i:i + EVAL_BATCH])).float()
+        yb = y[i:i + EVAL_BATCH]
+        loss_sum += F.cross_entropy(out, yb, reduction="sum")
+        correct += (out.argmax(1) == yb).sum()
+    return loss_sum.item() / len(y), correct.item() / len(y)
+
+
+def eval_splits(model, splits: dict, normalize, config: dict, device, metrics: dict) -> bool:
+    """Adds val_/test_ loss and accuracy to `metrics`; True if a loss is not finite."""
+    diverged = False
+    for split in ("val", "test"):
+        if split in splits:
+            with autocast(config, device):
+                loss, acc = evaluate(model, *splits[split], normalize)
+            metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss, acc
+            diverged = diverged or not math.isfinite(loss)
+    return diverged
+
+
+@torch.no_grad()
+def weight_metrics(model, tracked, names, grad_means: torch.Tensor, config: dict) -> dict:
+    """avg_weight and the per-layer rows, read from the device once per epoch."""
+    grad_means = grad_means.tolist()
+    layers = [dict(layer=k, layer_name=names[k], grad_abs_mean=grad_means[k] if config["grad_stats"] else math.nan,
+                   weight_mean=w.float().mean().item(), weight_std=w.float().std().item())
+              for k, w in enumerate(tracked)]
+    return dict(avg_weight=torch.stack([p.float().mean() for p in model.parameters()]).mean().item(), layers=layers)
+
+
+def epoch_metrics(model, tracked, names, splits: dict, normalize, config: dict, device, *, epoch: int,
+                  train_loss: float, train_acc: float, grad_means: torch.Tensor, extra=None) -> tuple[dict, bool]:
+    """(metrics, diverged) of one model after one epoch: the training figures, validation and test
+    loss and accuracy, and the weight and gradient statistics. `extra(final)` adds the hooks' entries
+    (final: the last epoch, or the run diverged and stops here)."""
+    metrics = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc)
+    diverged = not math.isfinite(train_loss)
+    diverged = eval_splits(model, splits, normalize, config, device, metrics) or diverged
+    metrics.update(weight_metrics(model, tracked, names, grad_means, config))
+    if extra is not None:
+        metrics.update(extra(epoch == config["epochs"] or diverged))
+    return metrics, diverged
+
+
+def close_epoch(metrics: dict, config: dict, *, lr: float, started: float, train_seconds: float, steps: int,
+                diverged: bool) -> dict:
+    """The epoch's timing, learning rate and status (`running` until the last epoch)."""
+    metrics.update(lr=lr, seconds=time.perf_counter() - started, it_per_s=steps / max(train_seconds, 1e-9))
+    last = diverged or metrics["epoch"] == config["epochs"]
+    metrics["status"] = ("diverged" if diverged else "completed") if last else "running"
+    return metrics
+
+
+def summary(metrics: dict) -> dict:
+    """What a run returns: its last epoch's metrics without the per-layer and per-class lists."""
+    return {k: v for k, v in metrics.items() if k not in ("layers", "classes", "confusion")}
