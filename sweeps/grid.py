@@ -123,10 +123,13 @@ class Sweep:
 
 
 def replace_axis(grid, key: str, values) -> object:
-    """`grid` with the axis `key` set to `values` everywhere it appears, or crossed in if absent."""
+    """`grid` with the axis `key` set to `values` everywhere it appears, or crossed in if absent.
+    values=None removes the axis instead (a sampled distribution takes the key's place)."""
     def walk(node):
         if isinstance(node, Axis):
-            return (axis(key, values), True) if node.key == key else (node, False)
+            if node.key != key:
+                return node, False
+            return (axis(key, values) if values is not None else Cross(())), True
         if isinstance(node, Cross):
             parts = [walk(p) for p in node.parts]
             return Cross(tuple(p for p, _ in parts)), any(hit for _, hit in parts)
@@ -139,4 +142,6 @@ def replace_axis(grid, key: str, values) -> object:
     if not hit and key in grid.keys():
         raise ConfigError(f'--grid {key}=...: "{key}" is set inside a variant of this sweep; '
                           f"use --set {key}=... to fix it instead")
+    if values is None:
+        return new
     return new if hit else cross(grid, axis(key, values))

@@ -1,4 +1,9 @@
-"""The driver-side Ray callback that turns trial results into Parquet rows as they arrive."""
+"""The driver-side Ray callback that turns trial results into Parquet rows as they arrive.
+
+A trial's status is decided here: completed, diverged, error, or early_stopped (a scheduler ended it
+before its planned epochs; Ray gives callbacks no flag for that, so the last epoch tells). A PBT
+exploit (the trainable reports `continued_from`) becomes a row of lineage.parquet.
+"""
 from __future__ import annotations
 
 import math
@@ -8,7 +13,8 @@ import time
 import pandas as pd
 from ray import tune
 
-from sweeps.storage import CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, LAYER_COLUMNS, Store
+from sweeps.storage import CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, LAYER_COLUMNS, LINEAGE_COLUMNS, Store
+from trainables.config import resolve
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
 # Placement reported by trainables.ray_trainable.placement(): which node and logical GPUs, and when.
@@ -27,7 +33,28 @@ def trial_row(trial_id: str, spec: dict, meta: dict, status: str, last: dict | N
                node_ip=str(last.get("node_ip", "")), code_version=meta["code_version"],
                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     row.update({k: last[k] for k in PLACEMENT if k in last})
+    row.update({k: meta[k] for k in ("searcher", "scheduler", "search_seed") if k in meta})
     return row
+
+
+def trial_spec(specs: list[dict], trial_config: dict, meta: dict) -> dict:
+    """The spec of a trial: the runner's, with the values a searcher or PBT picked for it resolved in."""
+    spec = specs[trial_config["trial"]]
+    picked = {k: trial_config[k] for k in meta.get("search_keys", ()) if k in trial_config}
+    if all(spec["config"][k] == v for k, v in picked.items()):
+        return spec
+    shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in picked.items())
+    return {**spec, "config": resolve({**spec["overrides"], **picked}), "title": f"{spec['title']} {shown}".strip()}
+
+
+def outcome(spec: dict, last: dict, error: str = "") -> str:
+    """error | diverged | early_stopped (fewer epochs than planned, no error) | completed."""
+    if error:
+        return "error"
+    if last.get("status") == "diverged":
+        return "diverged"
+    planned = spec["config"]["epochs"] if spec["config"]["task"] == "train" else 1
+    return "early_stopped" if int(last.get("epoch", 0)) < planned else "completed"
 
 
 class Recorder(tune.Callback):
@@ -41,6 +68,7 @@ class Recorder(tune.Callback):
         self.storage, self.name, self.meta, self.specs = storage, name, meta, specs
         self.finished = 0
         self._store = None
+        self.trial_specs: dict[str, dict] = {}  # trial_id -> spec at its start (PBT rewrites trial.config later)
 
     def __getstate__(self):
         return {**self.__dict__, "_store": None}
@@ -51,6 +79,11 @@ class Recorder(tune.Callback):
             self._store = Store(self.storage, self.name)
         return self._store
 
+    def spec(self, trial) -> dict:
+        if trial.trial_id not in self.trial_specs:
+            self.trial_specs[trial.trial_id] = trial_spec(self.specs, trial.config, self.meta)
+        return self.trial_specs[trial.trial_id]
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self._write_trial(trial, "running", None)
 
@@ -59,7 +92,15 @@ class Recorder(tune.Callback):
         key = f"{trial.trial_id}-e{epoch:04d}"
         row = {c: result.get(c, math.nan) for c in EPOCH_COLUMNS}
         row.update(trial_id=trial.trial_id, sweep=self.meta["sweep"])
-        self.store.write_rows("epochs", key, [row], EPOCH_COLUMNS)
+        # the hyperparameters in force this epoch, where a searcher or PBT sets them (lr is already a column)
+        in_force = [k for k in self.meta.get("search_keys", ()) if k in result and k not in row]
+        row.update({k: result[k] for k in in_force})
+        self.store.write_rows("epochs", key, [row], [*EPOCH_COLUMNS, *in_force])
+        if "continued_from" in result:  # PBT exploited: this trial now continues another's checkpoint
+            lineage = dict(trial_id=trial.trial_id, epoch=epoch, source_trial_id=result["continued_from"],
+                           source_epoch=int(result["continued_from_epoch"]),
+                           **{k: result.get(k, math.nan) for k in self.meta.get("search_keys", ())})
+            self.store.write_rows("lineage", key, [lineage], [*LINEAGE_COLUMNS, *self.meta.get("search_keys", ())])
         layers = [dict(layer, trial_id=trial.trial_id, epoch=epoch) for layer in result.get("layers", [])]
         if layers:
             self.store.write_rows("layers", key, layers, LAYER_COLUMNS)
@@ -69,9 +110,8 @@ class Recorder(tune.Callback):
                 self.store.write_rows(table, key, rows, columns)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        last = trial.last_result or {}
-        status = "diverged" if last.get("status") == "diverged" else "completed"
-        self._finish(trial, status, last)
+        last = latest_epoch(self.store, trial.trial_id, trial.last_result or {}) or {}
+        self._finish(trial, outcome(self.spec(trial), last), last)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = ""
@@ -79,15 +119,15 @@ class Recorder(tune.Callback):
             error = str(trial.get_error() or "")
         except Exception:  # the message is a courtesy; the status is what matters
             pass
-        self._finish(trial, "error", trial.last_result, error.strip().splitlines()[-1] if error.strip() else "")
+        self._finish(trial, "error", latest_epoch(self.store, trial.trial_id, trial.last_result),
+                     error.strip().splitlines()[-1] if error.strip() else "")
 
     def _write_trial(self, trial, status: str, last: dict | None, error: str = "") -> None:
-        spec = self.specs[trial.config["trial"]]
-        row = trial_row(trial.trial_id, spec, self.meta, status, last, error)
+        row = trial_row(trial.trial_id, self.spec(trial), self.meta, status, last, error)
         self.store.write_rows("trials", trial.trial_id, [row])
 
     def _finish(self, trial, status: str, last: dict | None, error: str = "") -> None:
-        last = latest_epoch(self.store, trial.trial_id, last)
+        """`last`: the trial's last result, already brought up to date from disk (latest_epoch)."""
         # How often Ray restarted it (FailureConfig.max_failures): retries are visible in the table.
         last = {**(last or {}), "failures": int(getattr(trial, "num_failures", 0))}
         self._write_trial(trial, status, last, error)
@@ -95,7 +135,7 @@ class Recorder(tune.Callback):
         last = last or {}
         acc = last.get("val_acc", last.get("test_acc"))
         score = f", {'val' if 'val_acc' in last else 'test'}_acc {acc:.3f}" if isinstance(acc, float) else ""
-        print(f"[{self.finished}/{len(self.specs)}] {self.specs[trial.config['trial']]['title']}: {status}"
+        print(f"[{self.finished}/{self.meta.get('trials', len(self.specs))}] {self.spec(trial)['title']}: {status}"
               f"{score} after {int(last.get('epoch', 0))} epochs{' - ' + error if error else ''}",
               file=sys.stderr, flush=True)
 
@@ -142,7 +182,6 @@ def reconcile(store: Store, results, specs: list[dict], meta: dict) -> None:
         if result.error is None and not metrics.get("done"):
             continue  # unfinished (an interrupted fit): `stopped` is right
         error = str(result.error).strip().splitlines()[-1] if result.error is not None else ""
-        outcome = "error" if error else ("diverged" if metrics.get("status") == "diverged" else "completed")
-        last = latest_epoch(store, trial_id, metrics)
-        store.write_rows("trials", trial_id, [trial_row(trial_id, specs[result.config["trial"]], meta, outcome,
-                                                        last, error)])
+        last = latest_epoch(store, trial_id, metrics) or {}
+        spec = trial_spec(specs, result.config, meta)
+        store.write_rows("trials", trial_id, [trial_row(trial_id, spec, meta, outcome(spec, last, error), last, error)])

@@ -12,13 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from sweeps.grid import Sweep, axis, cross, replace_axis
+import numpy as np
+
+from sweeps import search
+from sweeps.grid import Sweep, replace_axis
+from sweeps.space import draw, parse_grid_value, sampled_nodes, without_sampled
 from sweeps.storage import Store
 from trainables.config import DEFAULTS, ConfigError, coerce, resolve
 from trainables.data import NUM_CLASSES, DataError, load_dataset, split_facts
@@ -55,6 +60,7 @@ def parse_args(argv, description: str, default_name: str) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep of this --name: finished trials are kept, unfinished "
                         "and errored ones continue from their last checkpoint")
+    search.add_args(p)
     return p.parse_args(argv)
 
 
@@ -80,32 +86,75 @@ def plan(sweep: Sweep, args) -> list[dict]:
     sets = {k: coerce(k, v) for k, v in sets.items()}
     args.parsed_sets = sets  # shown by --dry-run with their parsed types
     grid = (sweep.smoke_grid or sweep.grid) if args.smoke else sweep.grid
+    sampled = {node.key: node for node in sampled_nodes(grid)}  # drawn below, never crossed like an axis
+    grid = without_sampled(grid)
     for text in args.grid:
         key, values = _split_kv(text, "--grid")
+        distribution = parse_grid_value(key, values)
+        if distribution is not None:  # --grid lr=loguniform:1e-5:1 samples the key instead of listing it
+            sampled[key] = distribution
+            grid = replace_axis(grid, key, None)
+            continue
         parsed = [coerce(key, v) for v in values.split(",") if v.strip()]
         if not parsed:
             raise ConfigError(f"--grid {text!r}: no values")
+        sampled.pop(key, None)
         grid = replace_axis(grid, key, parsed)
+    clash = sorted(set(sampled) & (set(sets) | grid.keys()))
+    if clash:
+        raise ConfigError(f"{', '.join(clash)}: both sampled and set (by --set, an axis or a variant); keep one")
+    seeds = [None]
     if args.seeds > 1:
-        if "seed" in grid.keys() or "seed" in sets:
+        if "seed" in grid.keys() or "seed" in sets or "seed" in sampled:
             raise ConfigError("--seeds: this sweep already sets `seed`; use one or the other")
-        grid = cross(grid, axis("seed", range(args.seeds)))
+        seeds = list(range(args.seeds))  # innermost, so the seeds of one draw are paired
     base = {**sweep.fixed, **(sweep.smoke if args.smoke else {})}
-    varied = sorted(grid.axis_keys())
-    specs, seen = [], set()
-    for point, labels in grid.points():
-        overrides = {**base, **point, **sets}
-        config = resolve(overrides)  # raises on unknown keys, bad values and keys this trial does not read
-        key = repr(sorted(config.items())) + repr(sorted(labels.items()))
-        if key in seen:
-            continue
-        seen.add(key)
-        shown = [f"{k}={v}" for k, v in labels.items()] + [f"{k}={config[k]}" for k in varied if k not in labels]
-        specs.append(dict(config=config, overrides={k: config[k] for k in overrides},
-                          labels={k: v for k, v in labels.items() if k not in DEFAULTS},
-                          title=" ".join(shown) or "default",
-                          facts=dict(params=count_params(build_model(config, NUM_CLASSES[config["dataset"]])))))
+    searcher = args.search or ("random" if sampled else "grid")
+    shown_sampled = sorted(sampled) if searcher != "optuna" else []  # an Optuna trial's title gets its values later
+    varied = sorted(grid.axis_keys()) + shown_sampled + (["seed"] if args.seeds > 1 else [])
+    cells = grid.points()
+    if searcher == "optuna":  # the searcher draws at run time: one template, sampled keys at their lower bound
+        draws = [[{k: coerce(k, node.args[0][0] if node.kind == "choice" else node.args[0])
+                   for k, node in sampled.items()}] for _ in cells]
+    elif sampled:
+        draws = draw(list(sampled.values()), len(cells), args.samples, args.search_seed, args.constant_draws)
+    else:
+        draws = [[{}] for _ in cells]
+    specs = []
+    for (point, labels), cell_draws in zip(cells, draws):
+        for sample, values in enumerate(cell_draws):
+            for seed in seeds:
+                overrides = {**base, **point, **values, **({"seed": seed} if seed is not None else {}), **sets}
+                config = resolve(overrides)  # raises on unknown keys, bad values and keys this trial does not read
+                tags = {**labels, **({"sample": sample} if sampled and searcher != "optuna" else {})}
+                shown = [f"{k}={v}" for k, v in tags.items()] + [f"{k}={config[k]:.4g}" if k in sampled and
+                                                                 isinstance(config[k], float) else f"{k}={config[k]}"
+                                                                 for k in varied if k not in tags]
+                specs.append(dict(config=config, overrides={k: config[k] for k in overrides},
+                                  labels={k: v for k, v in tags.items() if k not in DEFAULTS},
+                                  title=" ".join(shown) or "default",
+                                  facts=dict(params=count_params(build_model(config, NUM_CLASSES[config["dataset"]])))))
+    specs = dedupe(specs)
+    args.search_settings = search.settings(args, specs, sampled)
+    args.sampled = sampled
+    if args.search_settings["scheduler"] == "pbt" and any(s["config"]["checkpoint_every"] != 1 for s in specs):
+        # An exploit copies the donor's latest checkpoint: without one every epoch it would restart from scratch.
+        print("note: --scheduler pbt checkpoints every epoch (checkpoint_every=1)", file=sys.stderr)
+        for spec in specs:
+            spec["overrides"]["checkpoint_every"] = 1
+            spec["config"] = resolve(spec["overrides"])
     return specs
+
+
+def dedupe(specs: list[dict]) -> list[dict]:
+    """Drop repeated trials (a variant and an axis can name the same config), keeping the first."""
+    seen, kept = set(), []
+    for spec in specs:
+        key = repr(sorted(spec["config"].items())) + repr(sorted(spec["labels"].items()))
+        if key not in seen:
+            seen.add(key)
+            kept.append(spec)
+    return kept
 
 
 def code_version() -> str:
@@ -142,12 +191,21 @@ def load_data(specs: list[dict], data_dir: str) -> dict:
     return datasets
 
 
-def print_dry_run(specs: list[dict], sets: dict | None = None) -> None:
+def print_dry_run(specs: list[dict], sets: dict | None = None, settings: dict | None = None) -> None:
     if sets:
         print("--set: " + ", ".join(f"{k}={v!r} ({type(v).__name__})" for k, v in sets.items()))
+    settings = settings or {}
+    if settings.get("sampled"):
+        print(f"search: {settings['searcher']}, seed {settings['search_seed']}; sampled "
+              + ", ".join(f"{k} ~ {v}" for k, v in settings["sampled"].items()))
+    if settings.get("scheduler", "fifo") != "fifo":
+        print(f"scheduler: {settings['scheduler']} on {settings['metric']} ({settings['mode']})")
+    if settings.get("searcher") == "optuna":
+        print(f"optuna picks {settings['trials']} trials at run time, {settings['max_concurrent']} at once; "
+              "the sampled keys below show their lower bound only")
     for i, spec in enumerate(specs):
         print(f"{i:3d}  {spec['title']:<60s}  params={spec['facts']['params']:,}")
-    print(f"{len(specs)} trials")
+    print(f"{settings.get('trials', len(specs))} trials")
 
 
 def check_resources(args) -> None:
@@ -235,6 +293,7 @@ def check_resume(store: Store, specs: list[dict], args) -> None:
     if args.max_failures is not None and kept is not None and args.max_failures != kept:
         raise ConfigError(f"--resume --max-failures {args.max_failures}: a resumed sweep keeps the first run's "
                           f"--max-failures {kept} (Ray cannot change it on restore); leave the flag out")
+    search.check_resume(args.search_settings, record.get("search"))
     if recorded != plan_record(specs):
         changed = next((i for i, (a, b) in enumerate(zip(recorded, plan_record(specs))) if a != b),
                        min(len(recorded), len(specs)))
@@ -250,7 +309,11 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     from sweeps.recorder import Recorder, reconcile
     from trainables.ray_trainable import run_trial
 
-    meta = dict(sweep=store.name, study=sweep.study, code_version=code_version())
+    settings = args.search_settings
+    meta = dict(sweep=store.name, study=sweep.study, code_version=code_version(),
+                searcher=settings["searcher"], scheduler=settings["scheduler"], search_seed=settings["search_seed"],
+                trials=settings["trials"], search_keys=sorted(settings["sampled"]) if settings["searcher"] == "optuna"
+                else settings.get("pbt_mutate", []))
     # Our Recorder writes the results. Tune's own CSV/JSON/TensorBoard loggers would write them a
     # second time, at 0.2 s per trial (0.39 vs 0.17 s of sweep overhead, docs/benchmarks.md), and warn
     # that they cannot log the per-layer lists. Export the variable as 0 to get them back.
@@ -271,11 +334,14 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
             store.write_json("sweep.json", record)
         else:
             store.write_json("sweep.json", dict(
-                **meta, description=sweep.description.strip(), argv=sys.argv, smoke=args.smoke, trials=len(specs),
+                **meta, description=sweep.description.strip(), argv=sys.argv, smoke=args.smoke,
                 seeds=args.seeds, max_failures=args.max_failures, started_at=started_at, host=socket.gethostname(),
-                data={name: d.describe() for name, d in datasets.items()}, plan=plan_record(specs)))
+                data={name: d.describe() for name, d in datasets.items()}, plan=plan_record(specs),
+                search=settings, resume_policy=search.RESUME_POLICY[settings["scheduler"]]))
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, specs=specs, datasets=datasets, cpus_per_trial=args.cpus_per_trial),
+            tune.with_parameters(run_trial, specs=specs, datasets=datasets, cpus_per_trial=args.cpus_per_trial,
+                                 search=dict(metric=settings["metric"], mode=settings["mode"],
+                                             keys=meta["search_keys"])),
             {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
         tune_path = store.uri + "/tune"
         if args.resume and tune.Tuner.can_restore(tune_path):
@@ -286,19 +352,29 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
             tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True,
                                        resume_errored=True)
         else:  # a new sweep, or a resumed one that died before Ray saved any state: nothing to keep
+            adaptive = settings["scheduler"] != "fifo" or settings["searcher"] == "optuna"
+            if settings["scheduler"] == "pbt":  # PBT explores with Python's and numpy's global generators
+                random.seed(settings["search_seed"])
+                np.random.seed(settings["search_seed"])
             tuner = tune.Tuner(
                 trainable,
-                # Ray expands dicts inside grid_search, so trials carry an index into `specs`.
-                param_space={"trial": tune.grid_search(list(range(len(specs))))},
+                param_space=param_space(specs, settings, args.sampled),
                 # Reusing actors skips a process start (Python, torch, CUDA context: about 10 s a trial on
                 # the 2-core CPU, docs/benchmarks.md) and keeps trainables.fast's compile cache. `train`
                 # sets every piece of process-wide state it relies on, so trials stay independent.
-                tune_config=tune.TuneConfig(reuse_actors=not args.fresh_actors),
+                tune_config=tune.TuneConfig(
+                    reuse_actors=not args.fresh_actors, num_samples=settings["trials"] if
+                    settings["searcher"] == "optuna" else 1, time_budget_s=settings["time_budget"],
+                    # metric/mode here only: Ray raises when the scheduler or searcher has them too
+                    metric="objective" if adaptive else None, mode=settings["mode"] if adaptive else None,
+                    scheduler=search.make_scheduler(settings, args.sampled),
+                    search_alg=search.make_searcher(settings, store.name)),
                 run_config=tune.RunConfig(
                     name="tune", storage_path=store.uri, verbose=1,
                     callbacks=[Recorder(store.storage, store.name, meta, specs)],
                     failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+                    # PBT warns below 3: it must keep the checkpoint a donor is copied from
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if settings["scheduler"] == "pbt" else 2)))
         started = time.perf_counter()
         results = tuner.fit()  # Ctrl-C makes this return normally; unfinished trials are found below
         elapsed = time.perf_counter() - started
@@ -306,6 +382,20 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     finally:
         ray.shutdown()
     return summarize(store, elapsed, args)
+
+
+def param_space(specs: list[dict], settings: dict, sampled: dict) -> dict:
+    """What Ray varies. Trials carry an index into `specs` (Ray would expand dicts inside grid_search).
+    An Optuna trial also carries the keys the searcher picked; a PBT trial the keys PBT perturbs, starting
+    at its spec's values, since PBT mutates the trial's config in place."""
+    from ray import tune
+    if settings["searcher"] == "optuna":
+        return {"trial": 0, **{k: node.domain() for k, node in sampled.items()}}
+    space = {"trial": tune.grid_search(list(range(len(specs))))}
+    for key in settings.get("pbt_mutate", []):
+        start = [spec["config"][key] for spec in specs]
+        space[key] = tune.sample_from(lambda spec, start=start: start[spec.config.trial])
+    return space
 
 
 def summarize(store: Store, elapsed: float, args=None) -> int:
@@ -328,7 +418,7 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
         check_resources(args)
         specs = plan(sweep, args)
         if args.dry_run:
-            print_dry_run(specs, getattr(args, "parsed_sets", None))
+            print_dry_run(specs, getattr(args, "parsed_sets", None), args.search_settings)
             return 0
         store = Store(args.storage, args.name)
         store.check_writable()

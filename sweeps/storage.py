@@ -7,6 +7,7 @@ Each table is a folder that `pandas.read_parquet` opens as one frame:
     layers.parquet/<trial_id>-e<epoch>.parquet   one row per trial per epoch per layer
     classes.parquet/<trial_id>-e<epoch>.parquet  one row per trial per epoch per split per class (study 004)
     confusion.parquet/<trial_id>-e<epoch>.parquet  non-zero confusion-matrix cells, last epoch (study 004)
+    lineage.parquet/<trial_id>-e<epoch>.parquet    one row per PBT exploit (--scheduler pbt)
 
 One file per (trial, epoch) makes every write small and atomic (written under a
 hidden temporary name, then renamed), and makes a re-reported epoch, after a
@@ -33,7 +34,7 @@ import pyarrow.parquet as pq
 
 from trainables.config import ConfigError
 
-TABLES = ("trials", "epochs", "layers", "classes", "confusion")
+TABLES = ("trials", "epochs", "layers", "classes", "confusion", "lineage")
 EPOCH_COLUMNS = ("trial_id", "sweep", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                  "test_loss", "test_acc", "avg_weight", "lr", "seconds", "it_per_s")
 LAYER_COLUMNS = ("trial_id", "epoch", "layer", "layer_name", "grad_abs_mean", "weight_mean", "weight_std")
@@ -43,6 +44,8 @@ LAYER_COLUMNS += PROBE_LAYER_COLUMNS
 CLASS_COLUMNS = ("trial_id", "epoch", "split", "class_index", "class_name", "support", "train_count",
                  "precision", "recall", "bcr", "ova_acc", "aggregated")
 CONFUSION_COLUMNS = ("trial_id", "epoch", "split", "true", "pred", "count")
+# PBT (sweeps/search.py): one row per exploit, plus the new values of the perturbed keys
+LINEAGE_COLUMNS = ("trial_id", "epoch", "source_trial_id", "source_epoch")
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Iterator
 
 import torch
@@ -33,6 +34,27 @@ def make_scheduler(optimizer, config: dict):
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"],
                                                           eta_min=config["lr_min"] * config["lr_scale"])
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def retune(optimizer, scheduler, config: dict) -> None:
+    """Put the config's lr, weight_decay and momentum in force after loading a checkpoint that was made
+    under other values (PBT's explore step copies a donor's optimizer state). A checkpoint of the same
+    config is left bit for bit as it was."""
+    base = config["lr"] * config["lr_scale"]
+    if any(old != base for old in scheduler.base_lrs):
+        scheduler.base_lrs = [base for _ in scheduler.base_lrs]
+        for group in optimizer.param_groups:
+            group["initial_lr"] = base
+        closed_form = getattr(scheduler, "_get_closed_form_lr", scheduler.get_lr)  # the schedule at its epoch
+        with warnings.catch_warnings():  # LambdaLR.get_lr is its closed form; torch warns outside step()
+            warnings.simplefilter("ignore", UserWarning)
+            lrs = closed_form()
+        for group, lr in zip(optimizer.param_groups, lrs):
+            group["lr"] = lr
+    for group in optimizer.param_groups:
+        group["weight_decay"] = config["weight_decay"]
+        if "momentum" in group:
+            group["momentum"] = config["momentum"]
 
 
 def batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:

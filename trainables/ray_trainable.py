@@ -6,6 +6,7 @@ Nothing here depends on the trial's working directory.
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -13,30 +14,58 @@ import time
 import torch
 from ray import tune
 
+from trainables.config import resolve
 from trainables.tasks import run_task
 
 STATE_FILE = "state.pt"
 
 
-def run_trial(trial: dict, specs: list[dict], datasets: dict, cpus_per_trial: float = 1.0) -> None:
+# Finite, and below (above) anything a real trial reports. ASHA compares `metric < cutoff`, never true for
+# NaN, and Optuna rejects NaN: a diverged trial reported as NaN would never be stopped and would stall
+# the searcher, so schedulers and searchers see this value instead (Parquet keeps the real metrics).
+WORST = {"max": -1e30, "min": 1e30}
+
+
+def objective(metrics: dict, search: dict) -> float:
+    """The one number per epoch that schedulers and searchers see: the search metric, or WORST."""
+    value = metrics.get(search["metric"], math.nan)
+    if metrics.get("status") == "diverged" or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return WORST[search["mode"]]
+    return float(value)
+
+
+def run_trial(trial: dict, specs: list[dict], datasets: dict, cpus_per_trial: float = 1.0,
+              search: dict | None = None) -> None:
     """Ray's function trainable. `trial["trial"]` indexes the runner's list of trial specs, whose
-    `config` the runner's plan() has already resolved and validated."""
+    `config` the runner's plan() has already resolved and validated. `search` holds the metric and mode
+    of `objective`, and the keys a searcher (Optuna) or PBT sets in `trial` on top of the spec."""
     torch.set_num_threads(max(1, int(cpus_per_trial)))  # share the node, not every core per trial
+    search = search or dict(metric="test_acc", mode="max", keys=[])
     where = placement()
-    config = specs[trial["trial"]]["config"]
-    resume = None
+    spec = specs[trial["trial"]]
+    config = spec["config"]
+    picked = {k: trial[k] for k in search["keys"] if k in trial}
+    if any(config[k] != v for k, v in picked.items()):
+        config = resolve({**spec["overrides"], **picked})  # values the searcher or PBT chose for this trial
+    me = tune.get_context().get_trial_id()
+    resume, lineage = None, {}
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             resume = torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=False)
+        if resume.get("trial_id", me) != me:  # PBT's exploit: another trial's checkpoint, new hyperparameters
+            lineage = dict(continued_from=resume["trial_id"], continued_from_epoch=int(resume["epoch"]))
 
     def report(metrics: dict, state: dict | None) -> None:
-        metrics = {**metrics, **where, "reported_at": time.time()}
+        in_force = {k: config[k] for k in search["keys"] if k not in metrics}
+        metrics = {**metrics, **in_force, **where, **lineage, "reported_at": time.time(),
+                   "objective": objective(metrics, search)}
+        lineage.clear()  # only the first epoch after an exploit carries it
         if state is None:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(state, os.path.join(folder, STATE_FILE))
+            torch.save({**state, "trial_id": me}, os.path.join(folder, STATE_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     run_task(config, datasets[config["dataset"]], report, resume=resume)

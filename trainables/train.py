@@ -25,7 +25,8 @@ from trainables.data import Dataset, Normalizer, init_batch, trial_splits
 from trainables.fast import autocast, memory_format, pick_device, prepare_model, setup_backend, to_format
 from trainables.hooks import Run, hooks_for
 from trainables.inits import apply_init, layer_names, needs_batch, weight_layers
-from trainables.loop import augment, batches, close_epoch, epoch_metrics, make_optimizer, make_scheduler, summary
+from trainables.loop import (augment, batches, close_epoch, epoch_metrics, make_optimizer, make_scheduler, retune,
+                             summary)
 from trainables.models import build_model
 
 Report = Callable[[dict, Optional[dict]], None]
@@ -76,6 +77,7 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
         generator.set_state(resume["generator"])
         torch.set_rng_state(resume["torch_rng"])
         start = resume["epoch"] + 1
+        retune(optimizer, scheduler, config)  # a checkpoint made under other hyperparameters (PBT)
         for hook in hooks:
             hook.resume(resume)
 
