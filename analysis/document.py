@@ -31,6 +31,7 @@ from analysis.stats import MIN_SEEDS, seed_warning  # noqa: E402
 
 REFERENCE_FILE = Path(__file__).with_name("reference.json")
 FLOAT_FORMAT = ".4g"  # numbers in Markdown tables: 4 significant digits
+MAX_LISTED = 6  # a caveat lists at most this many values of a key (more: a sampled key, given as its range)
 
 
 class ReportError(Exception):
@@ -131,7 +132,11 @@ def data_caveats(trials: pd.DataFrame, protocol: dict) -> list[str]:
         if key in trials:
             used = sorted(trials[key].dropna().unique().tolist())
             if used != [wanted]:
-                notes.append(f"{key} = {', '.join(map(str, used))} here; the source used {wanted}.")
+                if len(used) > MAX_LISTED and all(isinstance(u, (int, float)) for u in used):  # a sampled key
+                    here = f"{len(used)} values from {used[0]:.3g} to {used[-1]:.3g}"
+                else:
+                    here = ", ".join(map(str, used))
+                notes.append(f"{key} = {here} here; the source used {wanted}.")
     seeds = trials.groupby([c for c in ("study",) if c in trials]).seed.nunique().min() if "seed" in trials else 1
     if seeds < MIN_SEEDS:
         notes.append(f"Only {seeds} seed(s) per configuration: spreads are not meaningful below {MIN_SEEDS}.")

@@ -9,6 +9,8 @@ which adds tables and figures through a Report. Where things live:
   self-contained report.html), ReportError, the sweep header, the data
   caveats and the source's figures (reference.json);
 - analysis/tables.py: the statistics tables every study shares;
+- analysis/search.py: the "Search" section added after any study's own,
+  when the sweep sampled keys or stopped trials early (sweep.json "search");
 - analysis/depth_grid.py, vgg.py, init_variance.py, dropout_lsuv.py,
   imbalance.py: one module per study.
 
@@ -25,6 +27,7 @@ from analysis import depth_grid, dropout_lsuv, imbalance, init_variance, vgg
 from analysis.compare import compare
 from analysis.document import Report, ReportError, data_caveats, reference, sweep_header
 from analysis.results import load
+from analysis.search import build_search_section, search_settings, wanted, with_lineage
 
 __all__ = ["STUDIES", "Report", "ReportError", "build_report", "main"]  # Report, ReportError: re-exported
 
@@ -45,7 +48,9 @@ def build_report(path: str) -> Report:
     if not len(trials):
         raise ReportError(f"{path} holds no trials yet")
     studies = trials["study"].unique().tolist()
-    if len(studies) != 1 or studies[0] not in STUDIES:
+    search = search_settings(path, trials)
+    # A study without its own module still gets the generic search section when it searched.
+    if len(studies) != 1 or (studies[0] not in STUDIES and not wanted(search)):
         raise ReportError(f"no report for study {studies} (known: {', '.join(STUDIES)})")
     local = Path(str(path))
     if "://" in str(path):
@@ -56,7 +61,12 @@ def build_report(path: str) -> Report:
     report.header = sweep_header(path, trials)
     protocol = reference(studies[0]).get("protocol", {})
     report.caveats = data_caveats(trials, {k: v for k, v in protocol.items() if k != "data_source"})
-    STUDIES[studies[0]](report, tables)
+    if studies[0] in STUDIES:
+        STUDIES[studies[0]](report, tables)
+    else:
+        report.text(f"Study `{studies[0]}` has no report module of its own (analysis/report.py: STUDIES); "
+                    "what follows is the generic search section every sampled or early-stopped sweep gets.")
+    build_search_section(report, with_lineage(path, tables), search)  # no-op for a plain grid
     report.write()
     return report
 

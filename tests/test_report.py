@@ -166,7 +166,7 @@ def check_self_contained(page: Path) -> Refs:
 
 
 def test_report_page_three_seeds(tmp_path):
-    path = fake_sweep(tmp_path, "dg", seeds=3)
+    path = fake_sweep(tmp_path, "dg", seeds=3, epochs=10)  # the source's 10 epochs: its figures stand beside ours
     rep = report_mod.build_report(str(path))
     page = rep.outdir / "report.html"
     refs = check_self_contained(page)
@@ -174,7 +174,6 @@ def test_report_page_three_seeds(tmp_path):
     text = page.read_text()
     # header: counts, compute time, data set and the departures from the source protocol
     assert "12: 12 completed" in text and "132 s summed" in text and "subset" in text
-    assert "epochs = 2 here; the source used 10" in text
     # means, CIs, n, and the source's figure with our delta
     long = pd.read_csv(rep.outdir / "final_test_acc_long.csv")
     cell = long[(long.init == "he_normal") & (long.depth == 2)].iloc[0]
@@ -187,6 +186,15 @@ def test_report_page_three_seeds(tmp_path):
     assert "he_normal better than normal by" in text and "3 seeds, paired t" in text
     assert "fewer than 3" not in text
     assert (rep.outdir / "final_test_acc.csv").exists() and (rep.outdir / "gradient_flow.png").exists()
+
+
+def test_a_short_run_is_off_the_source_protocol(tmp_path):
+    """2 epochs against the source's 10: the header says so, and no cell carries the source's figure."""
+    rep = report_mod.build_report(str(fake_sweep(tmp_path, "dg2", seeds=3, epochs=2)))
+    text = (rep.outdir / "report.html").read_text()
+    assert "epochs = 2 here; the source used 10" in text
+    assert "[src" not in text and "only beside cells on its protocol" in text
+    assert pd.read_csv(rep.outdir / "final_test_acc_long.csv")["source"].isna().all()
 
 
 def test_report_warns_on_one_seed(tmp_path):
