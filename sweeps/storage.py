@@ -37,7 +37,8 @@ from trainables.config import ConfigError
 TABLES = ("trials", "epochs", "layers", "classes", "confusion", "lineage")
 EPOCH_COLUMNS = ("trial_id", "sweep", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                  "test_loss", "test_acc", "avg_weight", "lr", "seconds", "it_per_s")
-LAYER_COLUMNS = ("trial_id", "epoch", "layer", "layer_name", "grad_abs_mean", "weight_mean", "weight_std")
+LAYER_COLUMNS = ("trial_id", "epoch", "layer", "layer_name", "grad_abs_mean", "weight_mean", "weight_std",
+                 "update_ratio", "dead_fraction")  # the last two: trainables/loop.py, once per epoch
 # study 003 (task=probe, trainables/probe.py): variances at init; NaN in rows of training trials
 PROBE_LAYER_COLUMNS = ("pre_act_var", "post_act_var", "grad_input_var", "grad_weight_var")
 LAYER_COLUMNS += PROBE_LAYER_COLUMNS

@@ -15,8 +15,11 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from trainables.data import random_crop_flip
 from trainables.fast import autocast
+from trainables.inits import weight_layers
 
 EVAL_BATCH = 1000
 
@@ -98,24 +101,85 @@ def eval_splits(model, splits: dict, normalize, config: dict, device, metrics: d
 
 
 @torch.no_grad()
-def weight_metrics(model, tracked, names, grad_means: torch.Tensor, config: dict) -> dict:
-    """avg_weight and the per-layer rows, read from the device once per epoch."""
+def weight_metrics(model, tracked, names, grad_means: torch.Tensor, config: dict, starts: list[torch.Tensor]) -> dict:
+    """avg_weight and the per-layer rows, read from the device once per epoch. `starts`: each tracked
+    weight as it was when the epoch began, for update_ratio = ||W_end - W_start|| / ||W_start||."""
     grad_means = grad_means.tolist()
+    ratios = torch.stack([(w.float() - w0.float()).norm() / w0.float().norm() for w, w0 in zip(tracked, starts)])
+    ratios = ratios.tolist()
     layers = [dict(layer=k, layer_name=names[k], grad_abs_mean=grad_means[k] if config["grad_stats"] else math.nan,
-                   weight_mean=w.float().mean().item(), weight_std=w.float().std().item())
+                   weight_mean=w.float().mean().item(), weight_std=w.float().std().item(), update_ratio=ratios[k])
               for k, w in enumerate(tracked)]
     return dict(avg_weight=torch.stack([p.float().mean() for p in model.parameters()]).mean().item(), layers=layers)
 
 
+def snapshot(tracked: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The tracked weights at the start of an epoch (copies: training updates them in place)."""
+    return [w.detach().clone() for w in tracked]
+
+
+# Rectifiers: a unit can output exactly 0 for every input. (Leaky variants only at input 0; tanh,
+# sigmoid and GELU never in practice, so their layers report NaN.)
+RECTIFIERS = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU)
+DIAGNOSTIC_BATCH = 256
+
+
+def diagnostic_batch(train_x: torch.Tensor, config: dict, normalize) -> torch.Tensor:
+    """The fixed batch dead_fraction is measured on: DIAGNOSTIC_BATCH training images, normalised, the same
+    every epoch, drawn with a generator of its own so no other random stream moves."""
+    g = torch.Generator().manual_seed(config["split_seed"])
+    idx = torch.randperm(len(train_x), generator=g)[:DIAGNOSTIC_BATCH].to(train_x.device)
+    return normalize(train_x[idx])
+
+
+@torch.no_grad()
+def dead_fractions(model, layers: list[nn.Module], x: torch.Tensor) -> list[float]:
+    """Per weight layer: the fraction of its units (channels, or neurons) for which the first rectifier after
+    it outputs exactly 0 on every image and position of `x`; NaN where no rectifier follows (the classifier).
+
+    Evaluation mode: BatchNorm uses (and does not update) its running statistics and dropout is off, so the
+    measurement leaves no trace in training.
+    """
+    index = {id(layer): k for k, layer in enumerate(layers)}
+    dead = [math.nan] * len(layers)
+    current = [-1]  # the weight layer that ran last: the one a rectifier's output belongs to
+
+    def on_layer(module, args, output):
+        current[0] = index[id(module)]
+
+    def on_rectifier(module, args, output):
+        k = current[0]
+        if k >= 0 and math.isnan(dead[k]):
+            alive = (output != 0).flatten(2).any(2).any(0) if output.dim() > 2 else (output != 0).any(0)
+            dead[k] = 1.0 - alive.float().mean().item()
+
+    handles = [layer.register_forward_hook(on_layer) for layer in layers]
+    handles += [m.register_forward_hook(on_rectifier) for m in model.modules() if isinstance(m, RECTIFIERS)]
+    training = model.training
+    try:
+        model.eval()
+        model(x)
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()
+    return dead
+
+
 def epoch_metrics(model, tracked, names, splits: dict, normalize, config: dict, device, *, epoch: int,
-                  train_loss: float, train_acc: float, grad_means: torch.Tensor, extra=None) -> tuple[dict, bool]:
+                  train_loss: float, train_acc: float, grad_means: torch.Tensor, starts: list[torch.Tensor],
+                  probe_x: torch.Tensor, extra=None) -> tuple[dict, bool]:
     """(metrics, diverged) of one model after one epoch: the training figures, validation and test
-    loss and accuracy, and the weight and gradient statistics. `extra(final)` adds the hooks' entries
-    (final: the last epoch, or the run diverged and stops here)."""
+    loss and accuracy, the weight and gradient statistics, and the per-layer diagnostics (update_ratio
+    against `starts`, dead_fraction on the fixed batch `probe_x`). `extra(final)` adds the hooks'
+    entries (final: the last epoch, or the run diverged and stops here)."""
     metrics = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc)
     diverged = not math.isfinite(train_loss)
     diverged = eval_splits(model, splits, normalize, config, device, metrics) or diverged
-    metrics.update(weight_metrics(model, tracked, names, grad_means, config))
+    metrics.update(weight_metrics(model, tracked, names, grad_means, config, starts))
+    layers = [layer for _, layer in weight_layers(model)]
+    for row, dead in zip(metrics["layers"], dead_fractions(model, layers, probe_x)):
+        row["dead_fraction"] = dead
     if extra is not None:
         metrics.update(extra(epoch == config["epochs"] or diverged))
     return metrics, diverged

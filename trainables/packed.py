@@ -36,7 +36,8 @@ from trainables.config import ConfigError, resolve
 from trainables.data import Dataset, Normalizer, trial_splits
 from trainables.fast import autocast, memory_format, pick_device, setup_backend, to_format
 from trainables.inits import apply_init, layer_names, weight_layers
-from trainables.loop import augment, batches, close_epoch, epoch_metrics, make_optimizer, make_scheduler, summary
+from trainables.loop import (augment, batches, close_epoch, diagnostic_batch, epoch_metrics, make_optimizer,
+                             make_scheduler, snapshot, summary)
 from trainables.models import build_model
 
 MEMBER_KEYS = ("seed", "init", "init_mode", "init_nonlinearity", "init_std", "init_targets", "prelu_init")
@@ -151,11 +152,13 @@ def train_packed(configs: list[dict], data: Dataset, reports: list | None = None
     tracked = [layer.weight for layer in model if isinstance(layer, (nn.Conv2d, GroupLinear))]
     member_tracked = [[layer.weight for _, layer in weight_layers(m)] for m in members]
     names = layer_names(members[0])
+    probe_x = diagnostic_batch(train_x, config, normalize)  # the same fixed batch as `train` uses
     n, batch = len(train_y), config["batch_size"]
     results = [dict(status="completed") for _ in configs]
     finished = [False] * g
     for epoch in range(1, config["epochs"] + 1):
         started = time.perf_counter()
+        starts = [snapshot(t) for t in member_tracked]  # members hold the weights of the last unfuse
         lr = optimizer.param_groups[0]["lr"]
         model.train()
         loss_sum = torch.zeros(g, device=device)
@@ -188,7 +191,8 @@ def train_packed(configs: list[dict], data: Dataset, reports: list | None = None
                 continue
             metrics, diverged = epoch_metrics(member, member_tracked[k], names, splits, normalize, c, device,
                                               epoch=epoch, train_loss=train_loss[k], train_acc=train_acc[k],
-                                              grad_means=grad_sum[:, k] / max(steps, 1))
+                                              grad_means=grad_sum[:, k] / max(steps, 1), starts=starts[k],
+                                              probe_x=probe_x)
             close_epoch(metrics, c, lr=lr, started=started, train_seconds=train_seconds, steps=steps,
                         diverged=diverged)
             finished[k] = diverged  # a diverged member stops reporting; the pack trains on

@@ -25,8 +25,8 @@ from trainables.data import Dataset, Normalizer, init_batch, trial_splits
 from trainables.fast import autocast, memory_format, pick_device, prepare_model, setup_backend, to_format
 from trainables.hooks import Run, hooks_for
 from trainables.inits import apply_init, layer_names, needs_batch, weight_layers
-from trainables.loop import (augment, batches, close_epoch, epoch_metrics, make_optimizer, make_scheduler, retune,
-                             summary)
+from trainables.loop import (augment, batches, close_epoch, diagnostic_batch, epoch_metrics, make_optimizer,
+                             make_scheduler, retune, snapshot, summary)
 from trainables.models import build_model
 
 Report = Callable[[dict, Optional[dict]], None]
@@ -69,6 +69,7 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
     scheduler = make_scheduler(optimizer, config)
     tracked = [layer.weight for _, layer in weight_layers(model)]
     names = layer_names(model)
+    probe_x = diagnostic_batch(train_x, config, normalize)  # dead_fraction's fixed batch
     start = 1
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -85,6 +86,7 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
     metrics, diverged = {}, False
     for epoch in range(start, config["epochs"] + 1):
         started = time.perf_counter()
+        starts = snapshot(tracked)  # for update_ratio
         lr = optimizer.param_groups[0]["lr"]
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -113,7 +115,7 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
         metrics, diverged = epoch_metrics(
             model, tracked, names, splits, normalize, config, device, epoch=epoch,
             train_loss=loss_sum.item() / max(seen, 1), train_acc=correct.item() / max(seen, 1),
-            grad_means=grad_sum / max(steps, 1),
+            grad_means=grad_sum / max(steps, 1), starts=starts, probe_x=probe_x,
             extra=lambda final: {k: v for hook in hooks for k, v in hook.epoch_metrics(run, epoch, final).items()})
         close_epoch(metrics, config, lr=lr, started=started, train_seconds=train_seconds, steps=steps,
                     diverged=diverged)
