@@ -116,6 +116,7 @@ class Sweep:
     smoke_grid: object = None    # a small slice of `grid` for --smoke (default: the whole grid)
     smoke: dict = field(default_factory=lambda: dict(epochs=1, train_subset=384, test_subset=256))
     description: str = ""
+    flags: dict = field(default_factory=dict)  # this study's defaults for command-line flags, e.g. scheduler="asha"
 
     def __post_init__(self):
         check_keys(self.fixed, "fixed")

@@ -33,7 +33,8 @@ EXIT_USAGE = 2
 DEFAULT_MAX_FAILURES = 1
 
 
-def parse_args(argv, description: str, default_name: str) -> argparse.Namespace:
+def parse_args(argv, description: str, default_name: str, defaults: dict | None = None) -> argparse.Namespace:
+    """The flags; `defaults` (a Sweep's `flags`, e.g. scheduler="asha") replace the built-in defaults."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="a tiny slice of the grid: 1 epoch, a few hundred images")
     p.add_argument("--dry-run", action="store_true", help="list the trials with parameter counts; start nothing")
@@ -61,6 +62,12 @@ def parse_args(argv, description: str, default_name: str) -> argparse.Namespace:
                    help="continue the interrupted sweep of this --name: finished trials are kept, unfinished "
                         "and errored ones continue from their last checkpoint")
     search.add_args(p)
+    if defaults:
+        known = {a.dest for a in p._actions}
+        unknown = sorted(set(defaults) - known)
+        if unknown:
+            raise ConfigError(f"Sweep.flags: unknown flag {unknown[0]!r} (flags are argparse names, e.g. scheduler)")
+        p.set_defaults(**defaults)
     return p.parse_args(argv)
 
 
@@ -412,7 +419,7 @@ def summarize(store: Store, elapsed: float, args=None) -> int:
 
 
 def main(sweep: Sweep, file: str, argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv, sweep.description, Path(file).stem)
+    args = parse_args(sys.argv[1:] if argv is None else argv, sweep.description, Path(file).stem, sweep.flags)
     args.file = file
     try:
         check_resources(args)
