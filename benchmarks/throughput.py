@@ -20,6 +20,10 @@ second epoch (`it_per_s` x batch): the first epoch pays one-off costs (cuDNN
 autotuning, compilation). For (a), worker start-up and a few warm-up steps are
 excluded, which flatters the seed-style loop if anything.
 
+(d) The per-layer diagnostics (update_ratio, dead_fraction: trainables/loop.py) run once per epoch,
+    outside the step loop. `--diagnostics` measures what they cost a whole epoch (its `seconds`:
+    steps, evaluation and metrics) of (b), against the same epoch with them stubbed out, interleaved.
+
 The last line, `speedup_vs_seed_style_depth5: <ratio>`, is (b) over (a) at depth 5.
 """
 from __future__ import annotations
@@ -105,6 +109,24 @@ def ours(data, depth: int, steps: int, device: torch.device, **settings) -> floa
     return seen[-1] * BATCH
 
 
+def epoch_seconds(data, depth: int, steps: int, device: torch.device, diagnostics: bool) -> float:
+    """Wall seconds of `train`'s second epoch (steps, evaluation, metrics), with or without the diagnostics."""
+    import trainables.loop as loop
+    import trainables.train as train_module
+    seen = []
+    config = {**STUDY_000, "depth": depth, "epochs": 2, "train_subset": steps * BATCH, "test_subset": 10 * BATCH,
+              "device": device.type}
+    saved = loop.dead_fractions, train_module.snapshot
+    if not diagnostics:  # stubs: no forward pass on the fixed batch, no weight copies
+        loop.dead_fractions = lambda model, layers, x: [float("nan")] * len(layers)
+        train_module.snapshot = list
+    try:
+        train(config, data, lambda metrics, state: seen.append(metrics["seconds"]))
+    finally:
+        loop.dead_fractions, train_module.snapshot = saved
+    return seen[-1]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="depth 5 only, few steps, no compile")
@@ -113,6 +135,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=None, help="interleaved repetitions; the median is shown")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fastest settings")
+    p.add_argument("--diagnostics", action="store_true",
+                   help="(d): the epoch's cost of update_ratio and dead_fraction, with vs stubbed out")
     args = p.parse_args(argv)
     device = pick(args.device)
     cuda = device.type == "cuda"
@@ -140,6 +164,15 @@ def main(argv=None) -> int:
     for depth, med in rows:
         print(f"| {depth} | {med['seed']:,.0f} | {med['default']:,.0f} | {med['fastest']:,.0f} | "
               f"{med['default'] / med['seed']:.2f} | {med['fastest'] / med['seed']:.2f} |")
+    if args.diagnostics:
+        for depth in depths:
+            with_, without = [], []
+            for _ in range(max(rounds, 3)):
+                with_.append(epoch_seconds(data, depth, steps, device, True))
+                without.append(epoch_seconds(data, depth, steps, device, False))
+            a, b = statistics.median(with_), statistics.median(without)
+            print(f"(d) depth {depth}: epoch {a:.3f} s with the diagnostics, {b:.3f} s without: "
+                  f"diagnostics_epoch_overhead_depth{depth}: {a / b:.3f}")
     depth5 = dict(rows).get(5)
     ratio = depth5["default"] / depth5["seed"] if depth5 else float("nan")
     print(f"speedup_vs_seed_style_depth5: {ratio:.2f}")

@@ -157,8 +157,8 @@ def train_packed(configs: list[dict], data: Dataset, reports: list | None = None
     results = [dict(status="completed") for _ in configs]
     finished = [False] * g
     for epoch in range(1, config["epochs"] + 1):
-        started = time.perf_counter()
         starts = [snapshot(t) for t in member_tracked]  # members hold the weights of the last unfuse
+        started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         model.train()
         loss_sum = torch.zeros(g, device=device)

@@ -85,8 +85,8 @@ def train(config: dict, data: Dataset, report: Optional[Report] = None, resume: 
     # --- the loop ---
     metrics, diverged = {}, False
     for epoch in range(start, config["epochs"] + 1):
+        starts = snapshot(tracked)  # for update_ratio; before the clock, so it_per_s stays the step speed
         started = time.perf_counter()
-        starts = snapshot(tracked)  # for update_ratio
         lr = optimizer.param_groups[0]["lr"]
         model.train()
         loss_sum = torch.zeros((), device=device)
