@@ -14,7 +14,6 @@ worst finite value when the trial diverged; Parquet still records such a trial a
 """
 from __future__ import annotations
 
-import math
 
 from trainables.config import ConfigError
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sweeps.grid import Axis, Cross, Union, Variants
+from sweeps.grid import Cross, Union
 from trainables.config import CHOICES, DEFAULTS, _check_value, check_keys, coerce, registry_choices
 from trainables.errors import ConfigError, suggest
 

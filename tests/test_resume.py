@@ -86,33 +86,16 @@ def test_sigkilled_driver_resumes_without_loss_or_duplicates(tmp_path):
     sweep = storage / "resumable"
 
     # 1. Start the sweep; once a short trial has completed and a long one is mid-way, SIGKILL the driver.
-    # Ray snapshots its experiment state on every step here (it is tiny), so what it restores matches
-    # what was on disk when the driver died.
-    first = subprocess.Popen(argv, env={**env(), "TUNE_GLOBAL_CHECKPOINT_S": "0"}, cwd=tmp_path,
-                             start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    before = None
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and first.poll() is None:
-            time.sleep(0.5)
-            try:
-                tables = load(sweep)
-            except Exception:  # not there yet, or a file being renamed
-                continue
-            trials, epochs = tables["trials"], tables["epochs"]
-            if not len(trials) or not len(epochs):
-                continue
-            reached = epochs.merge(trials[trials["epochs"] == LONG], on="trial_id").groupby("trial_id")["epoch"].max()
-            if (trials["status"] == "completed").any() and (reached >= 2).any() and (reached < LONG).all():
-                before, resumed = trials, list(reached[reached >= 2].index)
-                break
-        assert first.poll() is None, "the sweep finished before it could be interrupted"
-        assert before is not None, "no point mid-sweep was reached"
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait(timeout=30)
-    finally:
-        kill_group(first)
+    def mid_way(tables):
+        trials, epochs = tables["trials"], tables["epochs"]
+        if not len(trials) or not len(epochs):
+            return None
+        reached = epochs.merge(trials[trials["epochs"] == LONG], on="trial_id").groupby("trial_id")["epoch"].max()
+        if (trials["status"] == "completed").any() and (reached >= 2).any() and (reached < LONG).all():
+            return trials, list(reached[reached >= 2].index)
+        return None
+
+    before, resumed = kill_driver_when(argv, sweep, tmp_path, mid_way)
     mid = load(sweep)
     mid_epochs = mid["epochs"]
     assert (mid["trials"]["status"] == "running").any()  # a hard kill leaves no time to tidy up
@@ -143,6 +126,33 @@ def test_sigkilled_driver_resumes_without_loss_or_duplicates(tmp_path):
     # before the kill is still the same row (a rerun would have replaced it with a new one).
     old, new = (t.set_index(["trial_id", "epoch"])["seconds"] for t in (mid_epochs, final["epochs"]))
     assert len(resumed) and all(old[(tid, 1)] == new[(tid, 1)] for tid in resumed)
+
+
+def kill_driver_when(argv: list[str], sweep: Path, cwd: Path, ready):
+    """Start the sweep `argv`; once `ready(tables)` returns something, SIGKILL the driver and return that.
+
+    Ray snapshots its experiment state on every step here (it is tiny), so what it restores matches
+    what was on disk when the driver died.
+    """
+    first = subprocess.Popen(argv, env={**env(), "TUNE_GLOBAL_CHECKPOINT_S": "0"}, cwd=cwd,
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    found = None
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and first.poll() is None and found is None:
+            time.sleep(0.5)
+            try:
+                tables = load(sweep)
+            except Exception:  # not there yet, or a file being renamed
+                continue
+            found = ready(tables)
+        assert first.poll() is None, "the sweep finished before it could be interrupted"
+        assert found is not None, "no point mid-sweep was reached"
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        kill_group(first)
+    return found
 
 
 def kill_group(proc: subprocess.Popen) -> None:

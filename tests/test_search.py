@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +15,7 @@ from analysis.results import load
 from sweeps.grid import Sweep, axis, cross
 from sweeps.runner import main, parse_args, plan
 from sweeps.space import loguniform
-from tests.test_resume import assert_one_row_each, env, kill_group
+from tests.test_resume import assert_one_row_each, env, kill_driver_when
 
 TINY = dict(dataset="synthetic", model="cnn", depth=2, width=8, batch_size=32, augment=False,
             train_subset=256, test_subset=128, epochs=4, optimizer="sgd")
@@ -160,26 +156,12 @@ def test_optuna_sweep_resumed_after_a_kill_keeps_its_draws(tmp_path):
     argv = [sys.executable, str(script), "--storage", str(tmp_path / "res"), "--grid", "lr=loguniform:1e-3:1",
             "--search", "optuna", "--trials", "4", "--max-concurrent", "1"]
     sweep = tmp_path / "res" / "optuna_sweep"
-    first = subprocess.Popen(argv, env={**env(), "TUNE_GLOBAL_CHECKPOINT_S": "0"}, cwd=tmp_path,
-                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    before = None
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and first.poll() is None:
-            time.sleep(0.5)
-            try:
-                tables = load(sweep)
-            except Exception:  # not there yet, or a file being renamed
-                continue
-            trials = tables["trials"]
-            if len(trials) and (trials["status"] == "completed").any() and (trials["status"] == "running").any():
-                before = trials
-                break
-        assert first.poll() is None and before is not None, "the sweep ended before it could be interrupted"
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait(timeout=30)
-    finally:
-        kill_group(first)
+    def one_done_one_running(tables):
+        trials = tables["trials"]
+        done = len(trials) and (trials["status"] == "completed").any() and (trials["status"] == "running").any()
+        return trials if done else None
+
+    before = kill_driver_when(argv, sweep, tmp_path, one_done_one_running)
     second = subprocess.run([*argv, "--resume"], env=env(), cwd=tmp_path, capture_output=True, text=True,
                             timeout=400, start_new_session=True)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]

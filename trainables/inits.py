@@ -105,11 +105,18 @@ def lsuv_rescale(model: nn.Module, config: dict, batch: torch.Tensor, layers: li
             output = module.forward(*inputs)  # .forward, not __call__: no recursion into this hook
         return output
 
-    handles = [layer.register_forward_hook(fit) for layer in layers]
+    eval_forward(model, batch, [(layer, fit) for layer in layers])
+
+
+def eval_forward(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
+    """One forward pass of `x` in evaluation mode with forward `hooks` [(module, fn), ...] attached, then
+    the hooks removed and the model's mode restored: BatchNorm neither uses nor updates batch statistics
+    and dropout is off, so the pass leaves no trace in training."""
+    handles = [module.register_forward_hook(fn) for module, fn in hooks]
     training = model.training
     try:
         model.eval()
-        model(batch)
+        model(x)
     finally:
         model.train(training)
         for handle in handles:

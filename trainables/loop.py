@@ -19,7 +19,7 @@ from torch import nn
 
 from trainables.data import random_crop_flip
 from trainables.fast import autocast
-from trainables.inits import weight_layers
+from trainables.inits import eval_forward, weight_layers
 
 EVAL_BATCH = 1000
 
@@ -137,8 +137,7 @@ def dead_fractions(model, layers: list[nn.Module], x: torch.Tensor) -> list[floa
     """Per weight layer: the fraction of its units (channels, or neurons) for which the first rectifier after
     it outputs exactly 0 on every image and position of `x`; NaN where no rectifier follows (the classifier).
 
-    Evaluation mode: BatchNorm uses (and does not update) its running statistics and dropout is off, so the
-    measurement leaves no trace in training.
+    Measured in evaluation mode (inits.eval_forward): it leaves no trace in training.
     """
     index = {id(layer): k for k, layer in enumerate(layers)}
     dead = [math.nan] * len(layers)
@@ -153,16 +152,8 @@ def dead_fractions(model, layers: list[nn.Module], x: torch.Tensor) -> list[floa
             alive = (output != 0).flatten(2).any(2).any(0) if output.dim() > 2 else (output != 0).any(0)
             dead[k] = 1.0 - alive.float().mean().item()
 
-    handles = [layer.register_forward_hook(on_layer) for layer in layers]
-    handles += [m.register_forward_hook(on_rectifier) for m in model.modules() if isinstance(m, RECTIFIERS)]
-    training = model.training
-    try:
-        model.eval()
-        model(x)
-    finally:
-        model.train(training)
-        for handle in handles:
-            handle.remove()
+    eval_forward(model, x, [(layer, on_layer) for layer in layers]
+                 + [(m, on_rectifier) for m in model.modules() if isinstance(m, RECTIFIERS)])
     return dead
 
 
