@@ -12,7 +12,7 @@ which adds tables and figures through a Report. Where things live:
 - analysis/search.py: the "Search" section added after any study's own,
   when the sweep sampled keys or stopped trials early (sweep.json "search");
 - analysis/depth_grid.py, vgg.py, init_variance.py, dropout_lsuv.py,
-  imbalance.py: one module per study.
+  imbalance.py, lr_window.py: one module per study.
 
 `python -m analysis.report --compare A B` puts two sweeps side by side
 (see analysis/compare.py).
@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import depth_grid, dropout_lsuv, imbalance, init_variance, vgg
+from analysis import depth_grid, dropout_lsuv, imbalance, init_variance, lr_window, vgg
 from analysis.compare import compare
 from analysis.document import Report, ReportError, data_caveats, reference, sweep_header
 from analysis.results import load
@@ -39,6 +39,7 @@ STUDIES = {
     "init_variance": init_variance.build,
     "dropout_lsuv": dropout_lsuv.build,
     "imbalance": imbalance.build,
+    "lr_window": lr_window.build,      # issue 14: which learning rates train, per depth, init, BN, optimizer
 }
 
 
