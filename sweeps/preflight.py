@@ -1,0 +1,107 @@
+"""Checks a sweep passes before Ray starts (or, for the cluster, right after it joins): resources, the
+cluster address and its GPUs, and --resume (the same plan, the same retry budget, the same search).
+Each raises ConfigError with one line; the runner turns it into exit code 2 before anything is written.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+from sweeps import search
+from sweeps.storage import Store
+from trainables.config import ConfigError
+
+
+def check_resources(args) -> None:
+    if args.cpus_per_trial <= 0:
+        raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial}: must be > 0")
+    if args.gpus_per_trial < 0 or (0 < args.gpus_per_trial and args.gpus_per_trial > 1
+                                   and not float(args.gpus_per_trial).is_integer()):
+        raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial}: use a fraction in (0, 1] or a whole number")
+    if args.max_failures is not None and args.max_failures < 0:
+        raise ConfigError(f"--max-failures {args.max_failures}: must be >= 0")
+    if args.pack < 1:
+        raise ConfigError(f"--pack {args.pack}: must be >= 1 (1 = one trial per GPU share given by --gpus-per-trial)")
+    if args.pack > 1 and args.gpus_per_trial:
+        raise ConfigError("--pack and --gpus-per-trial both set the GPU share per trial: give one of them")
+    if args.pack > 1:  # N trials per GPU; see docs/benchmarks.md for why and what MPS adds
+        args.gpus_per_trial = 1.0 / args.pack
+
+
+def ray_address(args) -> str:
+    """Without --address, start a private Ray here ("local"): plain ray.init() would join any cluster this
+    machine happens to run. Under `ray job submit`, RAY_ADDRESS names the cluster the job belongs to."""
+    return args.address or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def check_local_gpus(args) -> None:
+    """A private Ray starts here, so a GPU request needs a GPU here (checked before Ray starts)."""
+    if args.gpus_per_trial > 0 and ray_address(args) == "local":
+        import torch
+        have = torch.cuda.device_count()
+        if have < args.gpus_per_trial:
+            flag = f"--pack {args.pack}" if args.pack > 1 else f"--gpus-per-trial {args.gpus_per_trial:g}"
+            raise ConfigError(f"{flag}: this machine has {have} GPUs; "
+                              "use 0 to train on the CPU, or --address to join a cluster that has GPUs")
+
+
+def check_address(args) -> None:
+    """A mistyped --address would leave ray.init retrying for minutes; a plain TCP probe fails in seconds."""
+    address = ray_address(args)
+    if address in ("local", "auto"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address}: expected host:port (the head's GCS, usually port 6379), "
+                          "ray://host:port, or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"--address {address}: nothing answers there ({exc.strerror or exc}); "
+                          "is the Ray head running (ray start --head / ray up)?") from None
+
+
+def check_cluster_gpus(args, nodes: list[dict]) -> None:
+    """A trial asking for G GPUs must fit on one node; otherwise Tune would wait for it forever."""
+    if args.gpus_per_trial > 0:
+        best = max((n["Resources"].get("GPU", 0) for n in nodes if n.get("Alive")), default=0)
+        if best < args.gpus_per_trial:
+            raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial:g}: no node of the Ray cluster has that "
+                              f"many GPUs (the most on one node is {best:g})")
+
+
+# --- resume: the same sweep, continued; never a silent overwrite or a mix of two plans ---
+
+def plan_record(specs: list[dict]) -> list[dict]:
+    """What must not change between a sweep and its --resume: each trial's config and labels, in order."""
+    return json.loads(json.dumps([dict(config=s["overrides"], labels=s["labels"]) for s in specs], default=str))
+
+
+def check_resume(store: Store, specs: list[dict], args) -> None:
+    if not args.resume:
+        if store.exists():
+            raise ConfigError(f"sweep {args.name!r} already exists at {store.uri}: pass --resume to continue it, "
+                              "or choose a new --name")
+        return
+    if not store.exists():
+        raise ConfigError(f"--resume: no sweep {args.name!r} at {store.uri} to continue (check --name and --storage)")
+    try:
+        record = store.read_json("sweep.json")
+    except (OSError, ValueError):
+        record = {}
+    recorded = record.get("plan")
+    if recorded is None:
+        raise ConfigError(f"--resume: {store.uri} has no readable sweep.json plan; start it again under a new --name")
+    # Ray's Tuner.restore takes no new run config, so the first run's retry budget stays.
+    kept = record.get("max_failures")
+    if args.max_failures is not None and kept is not None and args.max_failures != kept:
+        raise ConfigError(f"--resume --max-failures {args.max_failures}: a resumed sweep keeps the first run's "
+                          f"--max-failures {kept} (Ray cannot change it on restore); leave the flag out")
+    search.check_resume(args.search_settings, record.get("search"))
+    if recorded != plan_record(specs):
+        changed = next((i for i, (a, b) in enumerate(zip(recorded, plan_record(specs))) if a != b),
+                       min(len(recorded), len(specs)))
+        raise ConfigError(f"--resume: the trials differ from the ones sweep {args.name!r} started with "
+                          f"({len(recorded)} then, {len(specs)} now; first difference at trial {changed}); "
+                          "use the same sweep file and flags, or a new --name")
