@@ -62,6 +62,9 @@ def parse_args(argv, description: str, default_name: str, defaults: dict | None 
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep of this --name: finished trials are kept, unfinished "
                         "and errored ones continue from their last checkpoint")
+    p.add_argument("--log", action="append", default=[], metavar="TRACKER",
+                   help="also stream every epoch to tensorboard, mlflow or wandb (repeatable); "
+                        "see README \"Watching a sweep\"")
     search.add_args(p)
     if defaults:
         known = {a.dest for a in p._actions}
@@ -221,6 +224,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     from ray import tune
 
     from sweeps.recorder import Recorder, reconcile
+    from sweeps.trackers import callbacks as tracker_callbacks
     from trainables.ray_trainable import run_trial
 
     settings = args.search_settings
@@ -251,7 +255,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
                 **meta, description=sweep.description.strip(), argv=sys.argv, smoke=args.smoke,
                 seeds=args.seeds, max_failures=args.max_failures, started_at=started_at, host=socket.gethostname(),
                 data={name: d.describe() for name, d in datasets.items()}, plan=plan_record(specs),
-                search=settings, resume_policy=search.RESUME_POLICY[settings["scheduler"]]))
+                search=settings, resume_policy=search.RESUME_POLICY[settings["scheduler"]], log=args.log))
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, specs=specs, datasets=datasets, cpus_per_trial=args.cpus_per_trial,
                                  search=dict(metric=settings["metric"], mode=settings["mode"],
@@ -285,7 +289,9 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
                     search_alg=search.make_searcher(settings, store.name)),
                 run_config=tune.RunConfig(
                     name="tune", storage_path=store.uri, verbose=1,
-                    callbacks=[Recorder(store.storage, store.name, meta, specs)],
+                    # the trackers (--log) come after the Recorder: they show the status it decided
+                    callbacks=[recorder := Recorder(store.storage, store.name, meta, specs),
+                               *tracker_callbacks(args.log, recorder, sorted(args.sampled))],
                     failure_config=tune.FailureConfig(max_failures=args.max_failures),
                     # PBT warns below 3: it must keep the checkpoint a donor is copied from
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if settings["scheduler"] == "pbt" else 2)))
@@ -331,12 +337,18 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
     try:
         check_resources(args)
         specs = plan(sweep, args)
+        if args.log:  # imported only when asked for: the trackers' packages are an optional extra
+            from sweeps import trackers
+            args.log = trackers.check(args.log)
         if args.dry_run:
             print_dry_run(specs, getattr(args, "parsed_sets", None), args.search_settings)
             return 0
         store = Store(args.storage, args.name)
         store.check_writable()
         check_resume(store, specs, args)
+        if args.resume:
+            from sweeps.trackers import check_resume as check_trackers_resume
+            check_trackers_resume(store, args.log)
         if args.max_failures is None:
             args.max_failures = DEFAULT_MAX_FAILURES
         check_local_gpus(args)
