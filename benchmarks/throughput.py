@@ -22,7 +22,7 @@ excluded, which flatters the seed-style loop if anything.
 
 (d) The per-layer diagnostics (update_ratio, dead_fraction: trainables/loop.py) run once per epoch,
     outside the step loop. `--diagnostics` measures what they cost a whole epoch (its `seconds`:
-    steps, evaluation and metrics) of (b), against the same epoch with them stubbed out, interleaved.
+    steps, evaluation and metrics) of (b), against the same epoch with `diagnostics=false`, interleaved.
 
 The last line, `speedup_vs_seed_style_depth5: <ratio>`, is (b) over (a) at depth 5.
 """
@@ -111,19 +111,10 @@ def ours(data, depth: int, steps: int, device: torch.device, **settings) -> floa
 
 def epoch_seconds(data, depth: int, steps: int, device: torch.device, diagnostics: bool) -> float:
     """Wall seconds of `train`'s second epoch (steps, evaluation, metrics), with or without the diagnostics."""
-    import trainables.loop as loop
-    import trainables.train as train_module
     seen = []
     config = {**STUDY_000, "depth": depth, "epochs": 2, "train_subset": steps * BATCH, "test_subset": 10 * BATCH,
-              "device": device.type}
-    saved = loop.dead_fractions, train_module.snapshot
-    if not diagnostics:  # stubs: no forward pass on the fixed batch, no weight copies
-        loop.dead_fractions = lambda model, layers, x: [float("nan")] * len(layers)
-        train_module.snapshot = list
-    try:
-        train(config, data, lambda metrics, state: seen.append(metrics["seconds"]))
-    finally:
-        loop.dead_fractions, train_module.snapshot = saved
+              "device": device.type, "diagnostics": diagnostics}
+    train(config, data, lambda metrics, state: seen.append(metrics["seconds"]))
     return seen[-1]
 
 
@@ -136,7 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fastest settings")
     p.add_argument("--diagnostics", action="store_true",
-                   help="(d): the epoch's cost of update_ratio and dead_fraction, with vs stubbed out")
+                   help="(d): the epoch's cost of update_ratio and dead_fraction, on vs diagnostics=false")
     args = p.parse_args(argv)
     device = pick(args.device)
     cuda = device.type == "cuda"

@@ -80,5 +80,15 @@ def test_packs_report_the_same_diagnostics(data):
                 math.isnan(lp["dead_fraction"]) and math.isnan(la["dead_fraction"]))
 
 
+def test_diagnostics_off_leaves_the_columns_nan_and_the_rest_unchanged(data):
+    on, off = [], []
+    train({**TINY, "diagnostics": True}, data, lambda m, s: on.append(m))
+    train({**TINY, "diagnostics": False}, data, lambda m, s: off.append(m))
+    for a, b in zip(on[-1]["layers"], off[-1]["layers"]):
+        assert math.isnan(b["update_ratio"]) and math.isnan(b["dead_fraction"])
+        assert a["weight_std"] == b["weight_std"] and a["grad_abs_mean"] == b["grad_abs_mean"]
+    assert on[-1]["test_acc"] == off[-1]["test_acc"] and on[-1]["train_loss"] == off[-1]["train_loss"]
+
+
 def test_layer_table_has_the_columns():
     assert {"update_ratio", "dead_fraction"} <= set(LAYER_COLUMNS)

@@ -105,8 +105,10 @@ def weight_metrics(model, tracked, names, grad_means: torch.Tensor, config: dict
     """avg_weight and the per-layer rows, read from the device once per epoch. `starts`: each tracked
     weight as it was when the epoch began, for update_ratio = ||W_end - W_start|| / ||W_start||."""
     grad_means = grad_means.tolist()
-    ratios = torch.stack([(w.float() - w0.float()).norm() / w0.float().norm() for w, w0 in zip(tracked, starts)])
-    ratios = ratios.tolist()
+    ratios = [math.nan] * len(tracked)
+    if config["diagnostics"]:
+        ratios = torch.stack([(w.float() - w0.float()).norm() / w0.float().norm()
+                              for w, w0 in zip(tracked, starts)]).tolist()
     layers = [dict(layer=k, layer_name=names[k], grad_abs_mean=grad_means[k] if config["grad_stats"] else math.nan,
                    weight_mean=w.float().mean().item(), weight_std=w.float().std().item(), update_ratio=ratios[k])
               for k, w in enumerate(tracked)]
@@ -170,8 +172,9 @@ def epoch_metrics(model, tracked, names, splits: dict, normalize, config: dict, 
     diverged = eval_splits(model, splits, normalize, config, device, metrics) or diverged
     metrics.update(weight_metrics(model, tracked, names, grad_means, config, starts))
     layers = [layer for _, layer in weight_layers(model)]
-    for row, dead in zip(metrics["layers"], dead_fractions(model, layers, probe_x)):
-        row["dead_fraction"] = dead
+    dead = dead_fractions(model, layers, probe_x) if config["diagnostics"] else [math.nan] * len(layers)
+    for row, fraction in zip(metrics["layers"], dead):
+        row["dead_fraction"] = fraction
     if extra is not None:
         metrics.update(extra(epoch == config["epochs"] or diverged))
     return metrics, diverged
