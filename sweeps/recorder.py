@@ -12,6 +12,7 @@ import time
 
 import pandas as pd
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from sweeps.storage import CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, LAYER_COLUMNS, LINEAGE_COLUMNS, Store
 from trainables.config import resolve
@@ -55,6 +56,17 @@ def outcome(spec: dict, last: dict, error: str = "") -> str:
         return "diverged"
     planned = spec["config"]["epochs"] if spec["config"]["task"] == "train" else 1
     return "early_stopped" if int(last.get("epoch", 0)) < planned else "completed"
+
+
+class ScalarJsonLogger(JsonLoggerCallback):
+    """Tune's result.json per trial, scalars only. Tune's ResultGrid (what `Tuner.fit()` returns) reads each
+    trial's metrics from result.json or progress.csv, and warned "Could not fetch metrics" for every trial
+    once Tune's default loggers were off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, which saves the CSV and
+    TensorBoard copies and their warnings on lists). This restores the one file it needs, without the
+    per-layer and per-class lists, which Parquet holds: `result.metrics_dataframe` works again."""
+
+    def log_trial_result(self, iteration: int, trial, result: dict):
+        super().log_trial_result(iteration, trial, {k: v for k, v in result.items() if not isinstance(v, list)})
 
 
 class Recorder(tune.Callback):

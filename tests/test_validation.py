@@ -24,13 +24,13 @@ def snapshot(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
 
 
-def run_bad(tmp_path, capsys, argv, data_dir=None, storage=None):
+def run_bad(tmp_path, capsys, argv, data_dir=None, storage=None, smoke=True):
     """Run the sweep with `argv`; return stderr after checking exit 2 and that nothing was created."""
     data_dir = Path(data_dir) if data_dir else tmp_path / "data"  # absent unless a test made it
     storage = storage or str(tmp_path / "results")
     before = snapshot(tmp_path)
     code = main(depth_grid.SWEEP, depth_grid.__file__,
-                ["--smoke", "--data-dir", str(data_dir), "--storage", storage, *argv])
+                [*(["--smoke"] if smoke else []), "--data-dir", str(data_dir), "--storage", storage, *argv])
     err = capsys.readouterr().err
     assert code == 2, err
     assert snapshot(tmp_path) == before, "a failed validation created or changed files"
@@ -91,8 +91,9 @@ def test_gpu_request_on_a_machine_without_gpus(tmp_path, capsys, tiny_cifar10):
 
 
 def test_missing_data_folder_is_not_created(tmp_path, capsys):
-    # No network here: the download fails, and the folder it would have made is removed again.
-    line = run_bad(tmp_path, capsys, [], data_dir=tmp_path / "nowhere")
+    # A full sweep (a --smoke one falls back on synthetic images, tests/test_e2e.py). No network here:
+    # the download fails, and the folder it would have made is removed again.
+    line = run_bad(tmp_path, capsys, [], data_dir=tmp_path / "nowhere", smoke=False)
     assert "no cifar10 data" in line and str(tmp_path / "nowhere") in line
     assert not (tmp_path / "nowhere").exists()
 

@@ -20,6 +20,10 @@ class DataError(RuntimeError):
     """A data folder that is missing, empty or corrupt, or a download that failed."""
 
 
+class DataMissing(DataError):
+    """The data set is not in the folder and could not be downloaded (no network): nothing is corrupt."""
+
+
 @dataclass
 class Dataset:
     name: str
@@ -137,10 +141,10 @@ def load_cifar(name: str, data_dir: str | Path, download: bool = True) -> Datase
         root.mkdir(parents=True, exist_ok=True)
         try:
             folder = download_cifar(name, root)
-        except DataError:
+        except DataError as exc:
             if created:  # leave no empty folder behind a failed download
                 shutil.rmtree(root, ignore_errors=True)
-            raise
+            raise DataMissing(str(exc)) from None
     meta = _unpickle(folder / spec["meta"])
     classes = [n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, spec["names_key"], folder / spec["meta"])]
     train_x, train_y = _read_batches(folder, spec["train"], spec["labels_key"], len(classes))
