@@ -67,6 +67,7 @@ class Report:
     caveats: list = field(default_factory=list)  # where the data depart from the source protocol
     frames: dict = field(default_factory=dict)   # table name -> DataFrame, for the HTML page
     notes: dict = field(default_factory=dict)    # table name -> warnings shown with the table
+    source: str = ""  # the sweep: a local folder or a URI (the report may be written elsewhere, --out)
 
     def text(self, markdown: str) -> None:
         if markdown.startswith("> ") and markdown[2:] in self.caveats:

@@ -231,7 +231,10 @@ def build(report: Report, tables: dict) -> None:
     for ratio in ratios[::-1]:
         report.figure(f"confusion_rho-{ratio:g}", confusion_heatmaps(chosen, confusion, per_class, ratio),
                       f"Test confusion matrices, imbalance_ratio={ratio:g}")
-    rows = kernel_rows(report.outdir.parent, chosen, tail_ratio)
+    if "://" in report.source:  # the checkpoints are files under <sweep>/tune/: read them where they lie
+        report.text("> Kernel pictures are drawn from the sweep's checkpoints, which this report cannot read "
+                    f"from {report.source}; build it from a local copy of the sweep to get them.")
+    rows = [] if "://" in report.source else kernel_rows(report.source or report.outdir.parent, chosen, tail_ratio)
     if rows:
         report.figure("kernels_first_layer", init_vs_final([r[:3] for r in rows]),
                       "First-layer kernels at init (left) and after training (right), one RGB tile per filter")

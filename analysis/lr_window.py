@@ -67,7 +67,7 @@ TOL = 1e-9  # widths this close (decades) are "as wide"; a value this close (poi
 def judge_settings(report: Report, trials: pd.DataFrame) -> dict:
     """The metric judged (the search metric when it is an accuracy), classes, chance and the threshold (%)."""
     try:
-        search = search_settings(str(report.outdir.parent), trials)
+        search = search_settings(report.source or str(report.outdir.parent), trials)
     except Exception:  # a report written elsewhere than <sweep>/report
         search = {}
     wanted = search.get("metric") or ""

@@ -43,7 +43,12 @@ STUDIES = {
 }
 
 
-def build_report(path: str) -> Report:
+REMOTE_DEFAULT = Path("reports")  # a remote sweep's report goes to ./reports/<name>/ unless --out says where
+
+
+def build_report(path: str, out: str | None = None) -> Report:
+    """The report of the sweep at `path` (a folder or a URI such as s3://bucket/results/name), written to
+    `out`, by default <sweep>/report/ for a local sweep and ./reports/<name>/ for a remote one."""
     tables = load(path)
     trials = tables["trials"]
     if not len(trials):
@@ -53,12 +58,14 @@ def build_report(path: str) -> Report:
     # A study without its own module still gets the generic search section when it searched.
     if len(studies) != 1 or (studies[0] not in STUDIES and not wanted(search)):
         raise ReportError(f"no report for study {studies} (known: {', '.join(STUDIES)})")
-    local = Path(str(path))
-    if "://" in str(path):
-        raise ReportError("reports are written next to the results; copy a remote sweep locally first")
-    outdir = local / "report"
-    outdir.mkdir(parents=True, exist_ok=True)
-    report = Report(outdir, tables, title=f"Sweep {trials['sweep'].iloc[0]} ({studies[0]})")
+    remote = "://" in str(path)
+    default = REMOTE_DEFAULT / str(path).rstrip("/").rpartition("/")[2] if remote else Path(str(path)) / "report"
+    outdir = Path(out) if out else default
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"--out {outdir}: cannot create it ({exc.strerror or exc})") from None
+    report = Report(outdir, tables, title=f"Sweep {trials['sweep'].iloc[0]} ({studies[0]})", source=str(path))
     report.header = sweep_header(path, trials)
     protocol = reference(studies[0]).get("protocol", {})
     report.caveats = data_caveats(trials, {k: v for k, v in protocol.items() if k != "data_source"})
@@ -78,7 +85,9 @@ def main(argv=None) -> int:
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
                         help="two sweeps side by side, cell by cell (page under A/report/compare-<B>/)")
     parser.add_argument("--metric", default="test_acc", help="--compare: trials column to compare (default test_acc)")
-    parser.add_argument("--out", help="--compare: folder for the comparison page instead of A/report/compare-<B>/")
+    parser.add_argument("--out", help="where the report goes (default: <sweep>/report/ for a local sweep, "
+                                      "./reports/<name>/ for a remote one such as s3://...); with --compare, "
+                                      "the comparison page's folder instead of A/report/compare-<B>/")
     args = parser.parse_args(argv)
     paths = args.compare or ([args.path] if args.path else [])
     if not paths or (args.compare and args.path):
@@ -93,7 +102,7 @@ def main(argv=None) -> int:
         if args.compare:
             report = compare(*args.compare, metric=args.metric, out=args.out)
         else:
-            report = build_report(args.path)
+            report = build_report(args.path, args.out)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
