@@ -79,3 +79,32 @@ def test_smoke_sweep_and_its_report_on_s3(s3_env, tmp_path, monkeypatch):
     assert report.returncode == 0, report.stderr[-3000:]
     assert (out / "report.html").stat().st_size > 0 and (out / "final_test_acc.csv").exists()
     assert "| he_normal | relu |" in report.stdout
+
+
+def test_sigkilled_driver_resumes_on_s3(s3_env, tmp_path, monkeypatch):
+    """The kill-and-resume of tests/test_resume.py with every result and Ray's own state on S3."""
+    from tests.conftest import write_cifar10
+    from tests.test_resume import LONG, RESUMABLE, assert_one_row_each, env, kill_driver_when
+    for key, value in s3_env.items():  # the driver subprocesses inherit them through env()
+        monkeypatch.setenv(key, value)
+    script = tmp_path / "resumable.py"
+    script.write_text(RESUMABLE)
+    data = write_cifar10(tmp_path / "c10", per_file=200)
+    argv = [sys.executable, str(script), "--data-dir", str(data), "--storage", f"s3://{BUCKET}/resume"]
+    sweep = f"s3://{BUCKET}/resume/resumable"
+
+    def one_done_one_running(tables):
+        trials = tables["trials"]
+        ready = len(trials) and (trials["status"] == "completed").any() and (trials["status"] == "running").any()
+        return trials if ready else None
+
+    before = kill_driver_when(argv, sweep, tmp_path, one_done_one_running)
+    again = subprocess.run([*argv, "--resume"], env=env(), cwd=tmp_path, capture_output=True, text=True,
+                           timeout=400, start_new_session=True)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    final = load(sweep)
+    assert_one_row_each(final, 4)
+    trials = final["trials"]
+    assert set(trials["status"]) == {"completed"} and sorted(trials["epochs_completed"]) == [1, 1, LONG, LONG]
+    done = before[before["status"] == "completed"].set_index("trial_id")
+    assert (trials.set_index("trial_id").loc[done.index, "finished_at"] == done["finished_at"]).all()
