@@ -27,7 +27,7 @@ from analysis import depth_grid, dropout_lsuv, imbalance, init_variance, lr_wind
 from analysis.compare import compare
 from analysis.document import Report, ReportError, data_caveats, reference, sweep_header
 from analysis.results import load
-from analysis.search import build_search_section, search_settings, wanted, with_lineage
+from analysis.search import build_search_section, search_settings, wanted
 
 __all__ = ["STUDIES", "Report", "ReportError", "build_report", "main"]  # Report, ReportError: re-exported
 
@@ -74,7 +74,7 @@ def build_report(path: str, out: str | None = None) -> Report:
     else:
         report.text(f"Study `{studies[0]}` has no report module of its own (analysis/report.py: STUDIES); "
                     "what follows is the generic search section every sampled or early-stopped sweep gets.")
-    build_search_section(report, with_lineage(path, tables), search)  # no-op for a plain grid
+    build_search_section(report, tables, search)  # no-op for a plain grid
     report.write()
     return report
 

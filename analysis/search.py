@@ -82,17 +82,6 @@ def search_settings(path: str, trials: pd.DataFrame) -> dict:
             "search_seed": first.get("search_seed"), "from_trials": True}
 
 
-def with_lineage(path: str, tables: dict) -> dict:
-    """`tables` plus `lineage` (PBT's exploits; empty for any other sweep) when the loader did not read it."""
-    if "lineage" in tables:
-        return tables
-    try:
-        lineage = open_store(path).read_table("lineage")
-    except Exception:
-        lineage = pd.DataFrame()
-    return {**tables, "lineage": lineage}
-
-
 def wanted(search: dict) -> bool:
     """A search section is written when keys were sampled or a scheduler other than fifo ran."""
     return bool(search) and (bool(search.get("sampled")) or search.get("scheduler", "fifo") != "fifo"

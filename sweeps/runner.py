@@ -343,7 +343,11 @@ def summarize(store: Store, elapsed: float, args=None) -> int:
 
 
 def main(sweep: Sweep, file: str, argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv, sweep.description, Path(file).stem, sweep.flags)
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv, sweep.description, Path(file).stem, sweep.flags)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     args.file = file
     try:
         check_resources(args)

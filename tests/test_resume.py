@@ -128,6 +128,13 @@ def test_sigkilled_driver_resumes_without_loss_or_duplicates(tmp_path):
     assert len(resumed) and all(old[(tid, 1)] == new[(tid, 1)] for tid in resumed)
 
 
+def one_done_one_running(tables):
+    """kill_driver_when's signal for a sweep mid-way: a trial has completed and another is running."""
+    trials = tables["trials"]
+    ready = len(trials) and (trials["status"] == "completed").any() and (trials["status"] == "running").any()
+    return trials if ready else None
+
+
 def kill_driver_when(argv: list[str], sweep: Path, cwd: Path, ready):
     """Start the sweep `argv`; once `ready(tables)` returns something, SIGKILL the driver and return that.
 

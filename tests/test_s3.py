@@ -84,7 +84,8 @@ def test_smoke_sweep_and_its_report_on_s3(s3_env, tmp_path, monkeypatch):
 def test_sigkilled_driver_resumes_on_s3(s3_env, tmp_path, monkeypatch):
     """The kill-and-resume of tests/test_resume.py with every result and Ray's own state on S3."""
     from tests.conftest import write_cifar10
-    from tests.test_resume import LONG, RESUMABLE, assert_one_row_each, env, kill_driver_when
+    from tests.test_resume import (LONG, RESUMABLE, assert_one_row_each, env, kill_driver_when,
+                                   one_done_one_running)
     for key, value in s3_env.items():  # the driver subprocesses inherit them through env()
         monkeypatch.setenv(key, value)
     script = tmp_path / "resumable.py"
@@ -92,11 +93,6 @@ def test_sigkilled_driver_resumes_on_s3(s3_env, tmp_path, monkeypatch):
     data = write_cifar10(tmp_path / "c10", per_file=200)
     argv = [sys.executable, str(script), "--data-dir", str(data), "--storage", f"s3://{BUCKET}/resume"]
     sweep = f"s3://{BUCKET}/resume/resumable"
-
-    def one_done_one_running(tables):
-        trials = tables["trials"]
-        ready = len(trials) and (trials["status"] == "completed").any() and (trials["status"] == "running").any()
-        return trials if ready else None
 
     before = kill_driver_when(argv, sweep, tmp_path, one_done_one_running)
     again = subprocess.run([*argv, "--resume"], env=env(), cwd=tmp_path, capture_output=True, text=True,

@@ -15,7 +15,7 @@ from analysis.results import load
 from sweeps.grid import Sweep, axis, cross
 from sweeps.runner import main, parse_args, plan
 from sweeps.space import loguniform
-from tests.test_resume import assert_one_row_each, env, kill_driver_when
+from tests.test_resume import assert_one_row_each, env, kill_driver_when, one_done_one_running
 
 TINY = dict(dataset="synthetic", model="cnn", depth=2, width=8, batch_size=32, augment=False,
             train_subset=256, test_subset=128, epochs=4, optimizer="sgd")
@@ -156,11 +156,6 @@ def test_optuna_sweep_resumed_after_a_kill_keeps_its_draws(tmp_path):
     argv = [sys.executable, str(script), "--storage", str(tmp_path / "res"), "--grid", "lr=loguniform:1e-3:1",
             "--search", "optuna", "--trials", "4", "--max-concurrent", "1"]
     sweep = tmp_path / "res" / "optuna_sweep"
-    def one_done_one_running(tables):
-        trials = tables["trials"]
-        done = len(trials) and (trials["status"] == "completed").any() and (trials["status"] == "running").any()
-        return trials if done else None
-
     before = kill_driver_when(argv, sweep, tmp_path, one_done_one_running)
     second = subprocess.run([*argv, "--resume"], env=env(), cwd=tmp_path, capture_output=True, text=True,
                             timeout=400, start_new_session=True)
