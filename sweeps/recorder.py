@@ -81,6 +81,7 @@ class Recorder(tune.Callback):
         self.finished = 0
         self._store = None
         self.trial_specs: dict[str, dict] = {}  # trial_id -> spec at its start (PBT rewrites trial.config later)
+        self.rows: dict[str, dict] = {}  # trial_id -> its trials row as last written: later callbacks read the status
 
     def __getstate__(self):
         return {**self.__dict__, "_store": None}
@@ -137,6 +138,7 @@ class Recorder(tune.Callback):
     def _write_trial(self, trial, status: str, last: dict | None, error: str = "") -> None:
         row = trial_row(trial.trial_id, self.spec(trial), self.meta, status, last, error)
         self.store.write_rows("trials", trial.trial_id, [row])
+        self.rows[trial.trial_id] = row
 
     def _finish(self, trial, status: str, last: dict | None, error: str = "") -> None:
         """`last`: the trial's last result, already brought up to date from disk (latest_epoch)."""
