@@ -1,7 +1,12 @@
-"""Shared fixtures: the real CIFAR-10 subset (skipped when absent), tiny generated CIFAR folders."""
+"""Shared fixtures: the real CIFAR-10 subset (skipped when absent), tiny generated CIFAR folders, and a
+local S3-protocol server (`s3_env`, for tests/test_s3.py and tests/test_cluster.py)."""
 from __future__ import annotations
 
 import pickle
+import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +61,46 @@ def tiny_cifar10(tmp_path) -> Path:
 @pytest.fixture
 def tiny_cifar100(tmp_path) -> Path:
     return write_cifar100(tmp_path / "c100")
+
+
+# --- a local S3-protocol server --------------------------------------------------------------------
+
+BUCKET = "sweeps"  # created by s3_env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    """moto's standalone `moto_server` (the test extra's `moto[server]`), its own process on 127.0.0.1 and
+    a free port, with the bucket BUCKET; yields the standard AWS variables through which pyarrow and Ray
+    reach it, as they would reach a real bucket. Set them in every process that reads or writes s3://."""
+    server = shutil.which("moto_server")
+    if server is None:
+        pytest.fail('moto_server is missing: pip install -e ".[test]" installs moto[server]')
+    port = free_port()
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start")
+                time.sleep(0.2)
+        env = dict(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="testing",
+                   AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+        import pyarrow.fs as pafs
+        pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], scheme="http", access_key="testing",
+                          secret_key="testing", region="us-east-1", allow_bucket_creation=True).create_dir(BUCKET)
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

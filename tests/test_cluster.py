@@ -1,4 +1,5 @@
-"""The cluster story, for real: cluster.yaml, a two-node Ray cluster with logical GPUs, `ray job submit`.
+"""The cluster story, for real: cluster.yaml, a two-node Ray cluster with logical GPUs, `ray job submit`,
+and a two-node cluster (both nodes from `ray start`) whose sweep keeps everything on an S3-protocol server.
 
 Every Ray process a test starts is stopped by that test, by process id or process
 group (never `ray stop`, which would also stop other users' clusters on this machine),
@@ -9,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import yaml
 from analysis.results import load
 from sweeps import depth_grid
 from sweeps.runner import main
+from tests.conftest import BUCKET, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RAY_PORTS = {6379: "GCS", 8265: "dashboard/jobs", 10001: "client"}
@@ -95,12 +97,6 @@ def test_readme_cluster_section_matches_cluster_yaml():
 
 
 # --- real clusters on this machine ---------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class keep_address_file:
     """Starting a head node records it in /tmp/ray/ray_current_cluster, where other users' plain
@@ -243,3 +239,133 @@ def stop_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
     except ProcessLookupError:
         pass
+
+
+# --- two nodes from `ray start`, everything on S3 ------------------------------------------------
+
+ALIVE_NODES = """import json, sys, time, ray
+ray.init(address=sys.argv[1], logging_level="error")
+deadline = time.time() + 120
+while True:
+    alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    if len(alive) >= int(sys.argv[2]) or time.time() > deadline:
+        break
+    time.sleep(1)
+print(json.dumps(alive))
+"""
+
+
+def start_node(args: list[str], env: dict, cwd: Path, log: Path) -> subprocess.Popen:
+    """`ray start ... --block` in its own process group (stop_group stops it), each port a free one."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            ["ray", "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=0",
+             f"--object-store-memory={100 * 1024 ** 2}", f"--dashboard-agent-listen-port={free_port()}",
+             f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+             f"--metrics-export-port={free_port()}", *args],
+            env=env, cwd=cwd, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+
+
+def s3_files(s3_env: dict, path: str) -> list[str]:
+    """Every file under `bucket/path` on the S3 server, as bucket paths."""
+    import pyarrow.fs as pafs
+    fs = pafs.S3FileSystem(endpoint_override=s3_env["AWS_ENDPOINT_URL"], access_key=s3_env["AWS_ACCESS_KEY_ID"],
+                           secret_key=s3_env["AWS_SECRET_ACCESS_KEY"], region=s3_env["AWS_DEFAULT_REGION"])
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    return [i.path for i in infos if i.type == pafs.FileType.File]
+
+
+@pytest.mark.slow
+def test_two_node_cluster_sweep_on_s3(s3_env, tmp_path, tiny_cifar10, monkeypatch):
+    """A head and a worker node started with `ray start`, as on real machines, both with the AWS endpoint
+    and credentials; the driver joins with --address and --storage s3://. Trials on either node upload
+    their checkpoints to the bucket themselves, the driver writes the Parquet and Ray's experiment state
+    there, and nothing of the sweep lands on a local disk."""
+    import secrets
+    name, prefix = "cluster_s3", "cluster"
+    uri = f"s3://{BUCKET}/{prefix}/{name}"
+    # Ray 2.60 turns token authentication on for `ray start --head`: this cluster gets its own token.
+    # PYTHONPATH: the nodes' trial workers and the driver import this checkout, whatever is installed.
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **s3_env, "PYTHONPATH": str(REPO),
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    nodes_cwd, driver_cwd = tmp_path / "nodes", tmp_path / "driver"  # where a relative path would land
+    nodes_cwd.mkdir()
+    driver_cwd.mkdir()
+    # short, and one per node as on separate machines: Ray's socket paths must stay under 108 bytes
+    temp_dirs = [tempfile.mkdtemp(prefix="rs3h-"), tempfile.mkdtemp(prefix="rs3w-")]
+    address = f"127.0.0.1:{free_port()}"
+    started = time.perf_counter()
+    address_file = keep_address_file()
+    address_file.__enter__()
+    head = start_node(["--head", f"--port={address.split(':')[1]}", "--include-dashboard=false",
+                       f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dirs[0]}"],
+                      env, nodes_cwd, tmp_path / "head.log")
+    worker = None
+    try:
+        try:
+            worker = start_node([f"--address={address}", f"--temp-dir={temp_dirs[1]}"], env, nodes_cwd,
+                                tmp_path / "worker.log")
+            alive = subprocess.run([sys.executable, "-c", ALIVE_NODES, address, "2"], env=env, cwd=driver_cwd,
+                                   capture_output=True, text=True, timeout=300)
+        finally:
+            address_file.__exit__(None, None, None)  # the head has written it by now
+        logs = lambda: "".join(f"\n--- {n}.log\n" + (tmp_path / f"{n}.log").read_text()[-2000:]  # noqa: E731
+                               for n in ("head", "worker"))
+        assert alive.returncode == 0, alive.stderr[-3000:] + logs()
+        node_ids = json.loads(alive.stdout.strip().splitlines()[-1])
+        assert len(node_ids) == 2, logs()
+        # 4 trials of 1 CPU on two nodes of 2 CPUs: all four run at once, two on each node
+        sweep = subprocess.run(
+            [sys.executable, str(REPO / "sweeps" / "depth_grid.py"), "--smoke", "--epochs", "2",
+             "--set", "checkpoint_every=1", "--cpus-per-trial", "1", "--address", address,
+             "--data-dir", str(tiny_cifar10), "--storage", f"s3://{BUCKET}/{prefix}", "--name", name],
+            env=env, cwd=driver_cwd, capture_output=True, text=True, timeout=480)
+    finally:
+        for proc in (worker, head):
+            if proc is not None:
+                stop_group(proc)
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+    assert f"sweep {name}: 4 completed" in sweep.stdout and f"results: {uri}" in sweep.stdout
+
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    tables = load(uri)
+    trials, epochs = tables["trials"], tables["epochs"]
+    assert len(trials) == 4 and set(trials["status"]) == {"completed"}
+    assert sorted(trials["epochs_completed"]) == [2, 2, 2, 2]
+    assert len(epochs) == 8 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert set(epochs["trial_id"]) == set(trials["trial_id"])
+    assert set(trials["node_id"]) == set(node_ids), trials[["trial_id", "node_id"]]  # trials ran on both nodes
+    # Both nodes are on this machine, so one IP (Tune's node_ip is the IP the trial's worker process sees,
+    # the host's own address, not the --node-ip-address the nodes were started with): node_id tells them apart.
+    assert trials["node_ip"].nunique() == 1 and trials["node_ip"].iloc[0] not in ("", "nan")
+
+    # On the S3 server: the Parquet, sweep.json, Ray's experiment state and every trial's checkpoints,
+    # uploaded by the node that ran the trial (the worker node's trials included).
+    files = s3_files(s3_env, f"{BUCKET}/{prefix}/{name}")
+    assert f"{BUCKET}/{prefix}/{name}/sweep.json" in files
+    assert any(re.search(r"/tune/experiment_state-[^/]*\.json$", f) for f in files), files
+    assert any(f.endswith("/tune/tuner.pkl") for f in files), files
+    checkpoints = [f for f in files if re.search(r"/tune/[^/]+/checkpoint_\d+/state\.pt$", f)]
+    for trial_id in trials["trial_id"]:
+        assert len([f for f in checkpoints if trial_id in f.split("/tune/")[1].split("/")[0]]) == 2, \
+            (trial_id, checkpoints)
+
+    # Nothing of the sweep on a local disk: not where a relative "s3:/..." path would land (the driver's
+    # and the nodes' working directories), not in Ray's own scratch folders (checkpoints are staged in
+    # temporary folders, gone once uploaded).
+    for folder in (driver_cwd, nodes_cwd, *map(Path, temp_dirs)):
+        leaked = [p for p in folder.rglob("*") if p.name.startswith("s3:") or p.suffix == ".parquet"
+                  or p.name in ("sweep.json", "state.pt") or p.name.startswith("checkpoint_")]
+        assert not leaked, leaked
+    assert not (REPO / "s3:").exists() and not list(driver_cwd.iterdir())
+
+    status = subprocess.run([sys.executable, "-m", "analysis.status", uri], env=env, cwd=driver_cwd,
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr[-3000:]
+    assert f"sweep {name} (study depth_grid): 4 trials planned" in status.stdout
+    assert f"results: {uri}" in status.stdout
+    assert "trials: 4 completed, 0 running, 0 pending," in status.stdout, status.stdout
+    for folder in temp_dirs:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"two-node S3 sweep: {time.perf_counter() - started:.0f} s")

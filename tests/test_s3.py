@@ -1,5 +1,6 @@
 """Shared storage for real: a smoke sweep writes to s3:// on a local S3-protocol server (moto's standalone
-`moto_server`, its own process on 127.0.0.1 and a free port), and the report is built from the same URI.
+`moto_server`, its own process on 127.0.0.1 and a free port: tests/conftest.py's `s3_env`), and the report is
+built from the same URI.
 
 The server comes from the test extra (`moto[server]`); pyarrow and Ray reach it through the standard AWS
 endpoint variables, as they would reach a real bucket.
@@ -7,54 +8,15 @@ endpoint variables, as they would reach a real bucket.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from analysis.results import load
-from tests.conftest import REPO
+from tests.conftest import BUCKET, REPO
 
 pytestmark = pytest.mark.slow
-BUCKET = "sweeps"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_env():
-    server = shutil.which("moto_server")
-    if server is None:
-        pytest.fail('moto_server is missing: pip install -e ".[test]" installs moto[server]')
-    port = free_port()
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start")
-                time.sleep(0.2)
-        env = dict(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="testing",
-                   AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-        import pyarrow.fs as pafs
-        pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], scheme="http", access_key="testing",
-                          secret_key="testing", region="us-east-1", allow_bucket_creation=True).create_dir(BUCKET)
-        yield env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_smoke_sweep_and_its_report_on_s3(s3_env, tmp_path, monkeypatch):
