@@ -9,17 +9,20 @@ from __future__ import annotations
 import math
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
-from sweeps.storage import CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, LAYER_COLUMNS, LINEAGE_COLUMNS, Store
+from sweeps.storage import (CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, LAYER_COLUMNS, LINEAGE_COLUMNS, Store,
+                            arrow_rows)
 from trainables.config import resolve
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
 # Placement reported by trainables.ray_trainable.placement(): which node and logical GPUs, and when.
 PLACEMENT = ("node_id", "gpu_ids", "trial_started", "reported_at", "failures")
+WRITE_THREADS = 8  # storage writes in flight at once, one per trial at most (S3 round trips overlap)
 
 
 def trial_row(trial_id: str, spec: dict, meta: dict, status: str, last: dict | None, error: str = "") -> dict:
@@ -72,6 +75,12 @@ class ScalarJsonLogger(JsonLoggerCallback):
 class Recorder(tune.Callback):
     """Writes epochs/layers rows on every result and the trial row when a trial starts and ends.
 
+    Writes run on a small thread pool, so that storage round trips (S3: a PUT and a rename per file)
+    never hold up Tune's event loop. Each trial has at most one write in flight: its next result
+    waits for it, so a killed driver loses at most the epoch being written, per running trial, and a
+    write's error surfaces at that trial's next result or at the end. When a trial ends, its epoch
+    files are compacted (Store.compact_trial) and then its final row is written.
+
     It keeps no state that matters: Ray pickles callbacks with the experiment, and a
     resumed sweep rebuilds the same files from what the trials report again.
     """
@@ -82,9 +91,13 @@ class Recorder(tune.Callback):
         self._store = None
         self.trial_specs: dict[str, dict] = {}  # trial_id -> spec at its start (PBT rewrites trial.config later)
         self.rows: dict[str, dict] = {}  # trial_id -> its trials row as last written: later callbacks read the status
+        self.newest: dict[str, dict] = {}  # trial_id -> its newest result seen by this driver
+        self.latencies: list[float] = []  # seconds from a trial's report to its epoch row on storage
+        self._pool = None
+        self._pending = {}  # trial_id -> the future of its latest write
 
     def __getstate__(self):
-        return {**self.__dict__, "_store": None}
+        return {**self.__dict__, "_store": None, "_pool": None, "_pending": {}, "latencies": []}
 
     @property
     def store(self) -> Store:
@@ -97,33 +110,67 @@ class Recorder(tune.Callback):
             self.trial_specs[trial.trial_id] = trial_spec(self.specs, trial.config, self.meta)
         return self.trial_specs[trial.trial_id]
 
+    # --- writes in the background, one in flight per trial ---
+    def _submit(self, trial_id: str, job) -> None:
+        self._wait(trial_id)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="recorder")
+        self._pending[trial_id] = self._pool.submit(job)
+
+    def _wait(self, trial_id: str) -> None:
+        """Block until the trial's write is on storage; re-raise its error here, on Tune's thread."""
+        future = self._pending.pop(trial_id, None)
+        if future is not None:
+            future.result()
+
+    def flush(self) -> None:
+        for trial_id in list(self._pending):
+            self._wait(trial_id)
+
+    def on_experiment_end(self, trials, **info):
+        self.flush()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    # --- Tune's events ---
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._write_trial(trial, "running", None)
+        store, trial_id = self.store, trial.trial_id
+        row = self._row(trial, "running", None)
+        # A compacted trial that runs again (an errored trial on --resume) goes back to epoch files first,
+        # so that the epochs it re-reports replace their copies.
+        self._submit(trial_id, lambda: (store.expand_trial(trial_id), store.write_rows("trials", trial_id, [row])))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        epoch = int(result["epoch"])
-        key = f"{trial.trial_id}-e{epoch:04d}"
+        store, trial_id, epoch = self.store, trial.trial_id, int(result["epoch"])
+        self.newest[trial_id] = result
+        search_keys = self.meta.get("search_keys", ())
         row = {c: result.get(c, math.nan) for c in EPOCH_COLUMNS}
-        row.update(trial_id=trial.trial_id, sweep=self.meta["sweep"])
+        row.update(trial_id=trial_id, sweep=self.meta["sweep"])
         # the hyperparameters in force this epoch, where a searcher or PBT sets them (lr is already a column)
-        in_force = [k for k in self.meta.get("search_keys", ()) if k in result and k not in row]
+        in_force = [k for k in search_keys if k in result and k not in row]
         row.update({k: result[k] for k in in_force})
-        self.store.write_rows("epochs", key, [row], [*EPOCH_COLUMNS, *in_force])
+        # Arrow tables are built here, on Tune's thread: the result's dicts are not touched after this returns
+        tables = [("epochs", arrow_rows([row], [*EPOCH_COLUMNS, *in_force]))]
         if "continued_from" in result:  # PBT exploited: this trial now continues another's checkpoint
-            lineage = dict(trial_id=trial.trial_id, epoch=epoch, source_trial_id=result["continued_from"],
+            lineage = dict(trial_id=trial_id, epoch=epoch, source_trial_id=result["continued_from"],
                            source_epoch=int(result["continued_from_epoch"]),
-                           **{k: result.get(k, math.nan) for k in self.meta.get("search_keys", ())})
-            self.store.write_rows("lineage", key, [lineage], [*LINEAGE_COLUMNS, *self.meta.get("search_keys", ())])
-        layers = [dict(layer, trial_id=trial.trial_id, epoch=epoch) for layer in result.get("layers", [])]
-        if layers:
-            self.store.write_rows("layers", key, layers, LAYER_COLUMNS)
-        for table, columns in (("classes", CLASS_COLUMNS), ("confusion", CONFUSION_COLUMNS)):  # study 004
-            rows = [dict(r, trial_id=trial.trial_id, epoch=epoch) for r in result.get(table, [])]
-            if rows:
-                self.store.write_rows(table, key, rows, columns)
+                           **{k: result.get(k, math.nan) for k in search_keys})
+            tables.append(("lineage", arrow_rows([lineage], [*LINEAGE_COLUMNS, *search_keys])))
+        for table, columns in (("layers", LAYER_COLUMNS), ("classes", CLASS_COLUMNS), ("confusion", CONFUSION_COLUMNS)):
+            rows = [dict(r, trial_id=trial_id, epoch=epoch) for r in result.get(table, [])]
+            if rows:  # classes and confusion: study 004
+                tables.append((table, arrow_rows(rows, columns)))
+        reported = float(result.get("reported_at", time.time()))
+
+        def write():
+            for table, data in tables[1:] + tables[:1]:  # epochs last: a row there means the epoch is whole
+                store.write_table(table, f"{trial_id}/e{epoch:04d}", data)
+            self.latencies.append(time.time() - reported)
+        self._submit(trial_id, write)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        last = latest_epoch(self.store, trial.trial_id, trial.last_result or {}) or {}
+        last = self._last(trial) or {}
         self._finish(trial, outcome(self.spec(trial), last), last)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -132,21 +179,29 @@ class Recorder(tune.Callback):
             error = str(trial.get_error() or "")
         except Exception:  # the message is a courtesy; the status is what matters
             pass
-        self._finish(trial, "error", latest_epoch(self.store, trial.trial_id, trial.last_result),
-                     error.strip().splitlines()[-1] if error.strip() else "")
+        self._finish(trial, "error", self._last(trial), error.strip().splitlines()[-1] if error.strip() else "")
 
-    def _write_trial(self, trial, status: str, last: dict | None, error: str = "") -> None:
+    def _last(self, trial) -> dict | None:
+        """The trial's last result: the newest this driver saw, else (a resumed trial that reported nothing
+        since) its newest epoch row on storage, when that is newer than what Ray kept."""
+        if trial.trial_id in self.newest:
+            return {**(trial.last_result or {}), **self.newest[trial.trial_id]}
+        self._wait(trial.trial_id)
+        return latest_epoch(self.store, trial.trial_id, trial.last_result or {})
+
+    def _row(self, trial, status: str, last: dict | None, error: str = "") -> dict:
         row = trial_row(trial.trial_id, self.spec(trial), self.meta, status, last, error)
-        self.store.write_rows("trials", trial.trial_id, [row])
         self.rows[trial.trial_id] = row
+        return row
 
     def _finish(self, trial, status: str, last: dict | None, error: str = "") -> None:
-        """`last`: the trial's last result, already brought up to date from disk (latest_epoch)."""
         # How often Ray restarted it (FailureConfig.max_failures): retries are visible in the table.
         last = {**(last or {}), "failures": int(getattr(trial, "num_failures", 0))}
-        self._write_trial(trial, status, last, error)
+        store, trial_id = self.store, trial.trial_id
+        row = self._row(trial, status, last, error)
+        self._submit(trial_id, lambda: (store.compact_trial(trial_id), store.write_rows("trials", trial_id, [row])))
+        self.newest.pop(trial_id, None)
         self.finished += 1
-        last = last or {}
         acc = last.get("val_acc", last.get("test_acc"))
         score = f", {'val' if 'val_acc' in last else 'test'}_acc {acc:.3f}" if isinstance(acc, float) else ""
         print(f"[{self.finished}/{self.meta.get('trials', len(self.specs))}] {self.spec(trial)['title']}: {status}"
@@ -161,10 +216,10 @@ def latest_epoch(store: Store, trial_id: str, last: dict | None) -> dict | None:
     rows already written (its state file is saved every few seconds), so the
     epochs table, which is the record, wins.
     """
-    epochs = store.read_table("epochs", prefix=f"{trial_id}-e")
+    epochs = store.read_trial("epochs", trial_id)
     if not len(epochs):
         return last
-    row = epochs.iloc[-1].to_dict()  # files are <trial_id>-e<epoch:04d>, read in name order: the newest is last
+    row = epochs.iloc[-1].to_dict()  # sorted by epoch: the newest is last
     if last and int(last.get("epoch", 0)) >= int(row["epoch"]):
         return last
     return {**(last or {}), **{k: _plain(v) for k, v in row.items() if not _missing(v)}}
@@ -198,4 +253,5 @@ def reconcile(store: Store, results, specs: list[dict], meta: dict) -> None:
         error = str(result.error).strip().splitlines()[-1] if result.error is not None else ""
         last = latest_epoch(store, trial_id, metrics) or {}
         spec = trial_spec(specs, result.config, meta)
+        store.compact_trial(trial_id)
         store.write_rows("trials", trial_id, [trial_row(trial_id, spec, meta, outcome(spec, last, error), last, error)])

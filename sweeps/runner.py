@@ -32,6 +32,7 @@ from trainables.models import build_model, count_params
 
 EXIT_USAGE = 2
 DEFAULT_MAX_FAILURES = 1
+DEFAULT_PROGRESS_EVERY = 30.0  # seconds between the console view's summaries (sweeps/console.py)
 
 
 def parse_args(argv, description: str, default_name: str, defaults: dict | None = None) -> argparse.Namespace:
@@ -65,6 +66,11 @@ def parse_args(argv, description: str, default_name: str, defaults: dict | None 
     p.add_argument("--log", action="append", default=[], metavar="TRACKER",
                    help="also stream every epoch to tensorboard, mlflow or wandb (repeatable); "
                         "see README \"Watching a sweep\"")
+    p.add_argument("--progress-every", type=float, default=DEFAULT_PROGRESS_EVERY, metavar="SECONDS",
+                   help="print the sweep's summary (counts, running trials, best so far, ETA) this often "
+                        f"(default {DEFAULT_PROGRESS_EVERY:g}); a line per trial start and end comes anyway")
+    p.add_argument("--verbose", action="count", default=0,
+                   help="also print Ray Tune's own trial tables (twice: every trial's every result too)")
     search.add_args(p)
     if defaults:
         known = {a.dest for a in p._actions}
@@ -182,7 +188,8 @@ def code_version() -> str:
 
 def load_data(specs: list[dict], data_dir: str, smoke: bool = False) -> dict:
     """Each data set once. A --smoke run without the CIFAR files (and no download possible) runs on
-    synthetic images of the same shape and class count, and says so loudly; a full sweep fails."""
+    synthetic images of the same shape and class count, and says so loudly; a full sweep fails.
+    The data's description is printed in the console view's header (main)."""
     datasets = {}
     configs = [spec["config"] for spec in specs]
     for name in dict.fromkeys(config["dataset"] for config in configs):  # each data set once, in order
@@ -195,7 +202,6 @@ def load_data(specs: list[dict], data_dir: str, smoke: bool = False) -> dict:
             print(f"WARNING: --smoke without {name} data ({str(exc).splitlines()[0]}): running on SYNTHETIC "
                   f"images instead; data_source says 'synthetic', and nothing here is about {name}",
                   file=sys.stderr)
-        print(f"data: {datasets[name].describe()}", file=sys.stderr)
     for spec, config in zip(specs, configs):
         data = datasets[config["dataset"]]
         n_train = min(config["train_subset"] or len(data.train_y), len(data.train_y))
@@ -233,6 +239,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     import ray
     from ray import tune
 
+    from sweeps.console import ConsoleView, plan_keys
     from sweeps.recorder import Recorder, ScalarJsonLogger, reconcile
     from sweeps.trackers import callbacks as tracker_callbacks
     from trainables.ray_trainable import run_trial
@@ -261,6 +268,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
             record = store.read_json("sweep.json")
             record.setdefault("resumed_at", []).append(started_at)
             store.write_json("sweep.json", record)
+            store.repair()  # a trial the killed driver was compacting: fold it before anything reads it
         else:
             store.write_json("sweep.json", dict(
                 **meta, description=sweep.description.strip(), argv=sys.argv, smoke=args.smoke,
@@ -273,6 +281,11 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
                                              keys=meta["search_keys"])),
             {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
         tune_path = store.uri + "/tune"
+        keys = plan_keys(specs, meta)
+
+        def console(recorder):  # after the Recorder: it reads the trials row the Recorder has just decided
+            return ConsoleView(recorder, specs, meta, keys, args.progress_every, settings)
+        verbose = min(args.verbose, 2)  # 0: Ray's trial tables off; the ConsoleView prints instead
         if args.resume and tune.Tuner.can_restore(tune_path):
             # Same trainable (rebuilt from the same, checked plan); Ray keeps finished trials as they are.
             # Errored trials get another go from their last checkpoint: a resume means "try again", and a
@@ -280,6 +293,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
             # The Recorder comes back from Ray's pickle; it holds no state that matters.
             tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True,
                                        resume_errored=True)
+            renew_console(tuner, console, verbose)
         else:  # a new sweep, or a resumed one that died before Ray saved any state: nothing to keep
             adaptive = settings["scheduler"] != "fifo" or settings["searcher"] == "optuna"
             if settings["scheduler"] == "pbt":  # PBT explores with Python's and numpy's global generators
@@ -299,10 +313,11 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
                     scheduler=search.make_scheduler(settings, args.sampled),
                     search_alg=search.make_searcher(settings, store.name)),
                 run_config=tune.RunConfig(
-                    name="tune", storage_path=store.uri, verbose=1,
-                    # the trackers (--log) come after the Recorder: they show the status it decided
+                    name="tune", storage_path=store.uri, verbose=verbose,
+                    # the trackers (--log) and the console view come after the Recorder: they show the
+                    # status it decided
                     callbacks=[ScalarJsonLogger(), recorder := Recorder(store.storage, store.name, meta, specs),
-                               *tracker_callbacks(args.log, recorder, sorted(args.sampled))],
+                               *tracker_callbacks(args.log, recorder, sorted(args.sampled)), console(recorder)],
                     failure_config=tune.FailureConfig(max_failures=args.max_failures),
                     # PBT warns below 3: it must keep the checkpoint a donor is copied from
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if settings["scheduler"] == "pbt" else 2)))
@@ -313,6 +328,24 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     finally:
         ray.shutdown()
     return summarize(store, elapsed, args)
+
+
+def renew_console(tuner, console, verbose: int) -> None:
+    """A restored Tuner brings back the first run's callbacks and verbosity (Tuner.restore takes no new
+    RunConfig), so this run's --verbose and --progress-every would be lost. Reach into the restored run
+    config (Tuner._local_tuner: no public way in Ray 2.60) and put a fresh ConsoleView after the restored
+    Recorder, replacing the old one (a sweep started before the view existed gets one too)."""
+    from sweeps.console import ConsoleView
+    from sweeps.recorder import Recorder
+    local = getattr(tuner, "_local_tuner", None)
+    run_config = local.get_run_config() if local is not None else None
+    if run_config is None:  # Ray client mode: the restored view prints with the first run's settings
+        return
+    run_config.verbose = verbose
+    callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, ConsoleView)]
+    recorder = next((c for c in callbacks if isinstance(c, Recorder)), None)
+    if recorder is not None:
+        run_config.callbacks = callbacks + [console(recorder)]
 
 
 def param_space(specs: list[dict], settings: dict, sampled: dict) -> dict:
@@ -350,6 +383,8 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
         return EXIT_USAGE
     args.file = file
     try:
+        if not args.progress_every > 0:  # NaN too
+            raise ConfigError(f"--progress-every {args.progress_every:g}: must be > 0 seconds")
         check_resources(args)
         specs = plan(sweep, args)
         if args.log:  # imported only when asked for: the trackers' packages are an optional extra
@@ -372,6 +407,8 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from sweeps.console import emit, header_lines
+    emit(header_lines(store.name, sweep.study, args.search_settings, datasets, store.uri, resumed=args.resume))
     try:
         return run_sweep(sweep, specs, datasets, store, args)
     except ConfigError as exc:

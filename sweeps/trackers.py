@@ -449,10 +449,8 @@ class TrackerCallback(tune.Callback):
 
     def _finish(self, trial, errored: bool) -> None:
         self._opened(trial)
-        try:  # the row the Recorder has just written (it comes first in the callbacks list)
-            rows = self.recorder.store.read_table("trials", prefix=f"{trial.trial_id}.")
-            row = rows.iloc[-1].to_dict()
-        except Exception:  # no row (the Recorder failed): decide as the Recorder does, from Ray's last result
+        row = self.recorder.rows.get(trial.trial_id)  # the row the Recorder has just decided (it comes first)
+        if row is None:  # no row (the Recorder failed): decide as the Recorder does, from Ray's last result
             last = trial.last_result or {}
             row = dict(last, status="error" if errored else outcome(self.recorder.spec(trial), last),
                        epochs_completed=last.get("epoch", 0))

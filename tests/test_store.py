@@ -1,0 +1,146 @@
+"""The results store's layout (sweeps/storage.py): epoch files while a trial runs, one file per trial
+once it ends, and the guarantees that must survive that: atomic files, re-reported epochs replacing
+their copies, no duplicates after a crash mid-compaction, one frame from `pd.read_parquet`, and no
+step of the recorder listing or reading a whole table on a result."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from sweeps.recorder import Recorder, latest_epoch
+from sweeps.storage import LAYER_COLUMNS, Store
+
+
+def epoch_rows(trial_id: str, epoch: int, acc: float) -> dict:
+    return dict(trial_id=trial_id, sweep="s", epoch=epoch, val_acc=acc, seconds=1.0)
+
+
+def frame(store: Store, table: str) -> pd.DataFrame:
+    return store.read_table(table).sort_values(["trial_id", "epoch"], ignore_index=True)
+
+
+def test_a_finished_trial_is_one_file_per_table_and_both_readers_agree(tmp_path):
+    store = Store(str(tmp_path), "s")
+    for trial_id in ("a", "b"):
+        for epoch in (1, 2, 3):
+            store.write_epoch("epochs", trial_id, epoch, [epoch_rows(trial_id, epoch, epoch / 10)])
+            store.write_epoch("layers", trial_id, epoch, [dict(trial_id=trial_id, epoch=epoch, layer=i)
+                                                          for i in range(4)], LAYER_COLUMNS)
+    store.compact_trial("a")
+    assert store.files("epochs") == ["a.parquet", "b/e0001.parquet", "b/e0002.parquet", "b/e0003.parquet"]
+    assert store.files("layers")[0] == "a.parquet"
+    ours = frame(store, "epochs")
+    theirs = pd.read_parquet(tmp_path / "s" / "epochs.parquet").sort_values(["trial_id", "epoch"], ignore_index=True)
+    assert len(ours) == 6 and list(ours["val_acc"]) == [0.1, 0.2, 0.3] * 2
+    pd.testing.assert_frame_equal(ours, theirs[ours.columns], check_dtype=False)
+    assert len(store.read_table("layers")) == len(pd.read_parquet(tmp_path / "s" / "layers.parquet")) == 24
+    assert list(store.read_trial("layers", "a")["epoch"]) == [1] * 4 + [2] * 4 + [3] * 4
+
+
+def test_a_re_reported_epoch_replaces_its_copy_also_after_compaction(tmp_path):
+    store = Store(str(tmp_path), "s")
+    for epoch in (1, 2, 3):
+        store.write_epoch("epochs", "a", epoch, [epoch_rows("a", epoch, 0.1)])
+    store.write_epoch("epochs", "a", 2, [epoch_rows("a", 2, 0.9)])  # a retry from the epoch-1 checkpoint
+    assert list(frame(store, "epochs")["val_acc"]) == [0.1, 0.9, 0.1]
+    store.compact_trial("a")
+    assert store.expand_trial("a")  # an errored trial runs again on --resume
+    assert store.files("epochs") == ["a/e0001.parquet", "a/e0002.parquet", "a/e0003.parquet"]
+    store.write_epoch("epochs", "a", 3, [epoch_rows("a", 3, 0.7)])
+    store.compact_trial("a")
+    assert list(frame(store, "epochs")["val_acc"]) == [0.1, 0.9, 0.7]
+    assert list(pd.read_parquet(tmp_path / "s" / "epochs.parquet")["val_acc"]) == [0.1, 0.9, 0.7]
+    assert not store.expand_trial("never-compacted")
+
+
+def test_a_crash_mid_compaction_never_duplicates_and_repair_folds_it(tmp_path):
+    store = Store(str(tmp_path), "s")
+    for epoch in (1, 2):
+        store.write_epoch("epochs", "a", epoch, [epoch_rows("a", epoch, 0.1 * epoch)])
+    store.write_table("epochs", "a", store._trial_rows("epochs", "a"))  # the driver died before deleting
+    store.write_epoch("epochs", "a", 2, [epoch_rows("a", 2, 0.5)])  # ... and epoch 2 was re-reported after
+    assert sorted(store.files("epochs")) == ["a.parquet", "a/e0001.parquet", "a/e0002.parquet"]
+    assert list(frame(store, "epochs")["val_acc"]) == [0.1, 0.5]  # the epoch file wins, nothing twice
+    assert list(store.read_trial("epochs", "a")["val_acc"]) == [0.1, 0.5]
+    assert store.repair() == ["a"]
+    assert store.files("epochs") == ["a.parquet"]
+    assert list(pd.read_parquet(tmp_path / "s" / "epochs.parquet")["val_acc"]) == [0.1, 0.5]
+    assert store.repair() == []
+
+
+def test_columns_that_differ_between_files_are_unified(tmp_path):
+    store = Store(str(tmp_path), "s")
+    store.write_epoch("epochs", "a", 1, [epoch_rows("a", 1, 0.1)])
+    store.write_epoch("epochs", "b", 1, [dict(epoch_rows("b", 1, 0.2), lr=0.5)])  # a searcher's key in force
+    store.write_rows("trials", "a", [dict(trial_id="a", status="completed", error="", init_batch=None)])
+    store.write_rows("trials", "b", [dict(trial_id="b", status="error", error="boom", init_batch="x")])
+    epochs = frame(store, "epochs")
+    assert math.isnan(epochs["lr"][0]) and epochs["lr"][1] == 0.5
+    trials = store.read_table("trials").set_index("trial_id")  # a number-or-null column holding text elsewhere
+    assert trials.loc["b", "init_batch"] == "x" and pd.isna(trials.loc["a", "init_batch"])
+
+
+def test_hidden_temporaries_are_never_read(tmp_path):
+    store = Store(str(tmp_path), "s")
+    store.write_epoch("epochs", "a", 1, [epoch_rows("a", 1, 0.1)])
+    (tmp_path / "s" / "epochs.parquet" / "a" / ".tmp-1234-e0002.parquet").write_bytes(b"half a file")
+    assert len(store.read_table("epochs")) == 1
+    assert len(pd.read_parquet(tmp_path / "s" / "epochs.parquet")) == 1
+
+
+def fake_trial(trial_id: str, last=None):
+    return SimpleNamespace(trial_id=trial_id, config={"trial": 0}, last_result=last or {}, num_failures=0,
+                           get_error=lambda: None)
+
+
+def test_the_recorder_lists_only_the_trial_it_writes(tmp_path, monkeypatch):
+    """Per result and per trial end, every listing is of the trial's own folder, never of a whole table."""
+    spec = dict(config=dict(epochs=3, task="train", lr=0.1), labels={}, facts={}, title="t", overrides={})
+    meta = dict(sweep="s", study="x", code_version="v", trials=2)
+    recorder = Recorder(str(tmp_path), "s", meta, [spec])
+    listed, whole = [], []
+    files = Store.files
+    monkeypatch.setattr(Store, "files", lambda self, table, under="", recursive=True:
+                        listed.append((table, under)) or files(self, table, under, recursive))
+    monkeypatch.setattr(Store, "read_table", lambda self, table: whole.append(table))
+    for trial_id in ("t1", "t2"):
+        trial = fake_trial(trial_id)
+        recorder.on_trial_start(0, [], trial)
+        for epoch in (1, 2, 3):
+            result = dict(epoch_rows(trial_id, epoch, 0.1 * epoch), epoch=epoch, done=epoch == 3,
+                          layers=[dict(layer=i, layer_name=f"l{i}", weight_std=1.0) for i in range(3)])
+            trial.last_result = result
+            recorder.on_trial_result(0, [], trial, result)
+        recorder.on_trial_complete(0, [], trial)
+    recorder.on_experiment_end([])
+    assert whole == [] and listed and all(under in ("t1", "t2") for _, under in listed)
+    monkeypatch.undo()
+    store = Store(str(tmp_path), "s")
+    assert store.files("epochs") == ["t1.parquet", "t2.parquet"]
+    trials = store.read_table("trials").set_index("trial_id")
+    assert list(trials["status"]) == ["completed", "completed"] and list(trials["epochs_completed"]) == [3, 3]
+    assert len(store.read_table("layers")) == 18 and len(recorder.latencies) == 6
+
+
+def test_a_failed_write_surfaces_on_tunes_thread(tmp_path, monkeypatch):
+    spec = dict(config=dict(epochs=3, task="train"), labels={}, facts={}, title="t", overrides={})
+    recorder = Recorder(str(tmp_path), "s", dict(sweep="s", study="x", code_version="v"), [spec])
+    trial = fake_trial("t1")
+    monkeypatch.setattr(Store, "write_table", lambda *a: (_ for _ in ()).throw(OSError("bucket gone")))
+    recorder.on_trial_result(0, [], trial, dict(epoch_rows("t1", 1, 0.1)))
+    with pytest.raises(OSError, match="bucket gone"):
+        recorder.flush()
+
+
+def test_latest_epoch_reads_the_trial_not_the_table(tmp_path):
+    store = Store(str(tmp_path), "s")
+    for epoch in (1, 2, 3):
+        store.write_epoch("epochs", "a", epoch, [epoch_rows("a", epoch, 0.1 * epoch)])
+    store.write_epoch("epochs", "b", 9, [epoch_rows("b", 9, 0.9)])
+    assert latest_epoch(store, "a", {"epoch": 2})["epoch"] == 3
+    assert latest_epoch(store, "a", {"epoch": 5}) == {"epoch": 5}
+    store.compact_trial("a")
+    assert latest_epoch(store, "a", {})["val_acc"] == pytest.approx(0.3)
