@@ -23,7 +23,8 @@ import pandas as pd
 
 from analysis.document import Report, reference
 from analysis.stats import cell_stats, format_cell, format_p, paired
-from trainables.config import DEFAULTS
+# which keys tell trials apart: in sweeps.progress, so the live console view titles trials the same way
+from sweeps.progress import config_columns, varying_keys  # noqa: F401 (re-exported)
 
 FINISHED = ("completed", "diverged")  # trials with a final metric; errored/stopped ones are counted in the header
 # stat_table: statistics over completed trials; trials with these statuses are counted and named in the cell.
@@ -38,28 +39,6 @@ RUN_WIDE = ("data_source", "dataset", "val_size")
 
 def finished(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["status"].isin(FINISHED)]
-
-
-def config_columns(trials: pd.DataFrame) -> list[str]:
-    """Config keys (and the `group` label of one-factor-at-a-time sweeps) present in the trials table."""
-    cols = [k for k in DEFAULTS if k in trials.columns and k != "seed"]
-    return cols + [c for c in ("group",) if c in trials.columns]
-
-
-def varying_keys(trials: pd.DataFrame, keys: list[str] = ()) -> list[str]:
-    """`keys`, then every other config column that varies and is not already fixed by the keys before it.
-
-    So `--grid lr=...` on top of a study's grid adds `lr` to its tables, while
-    `init_mode`, which a study's init variants set together with `init`,
-    does not.
-    """
-    kept = [k for k in keys if k in trials.columns]
-    for col in config_columns(trials):
-        if col in kept or trials[col].nunique(dropna=False) < 2:
-            continue
-        if not kept or trials.groupby(kept, dropna=False)[col].nunique(dropna=False).max() > 1:
-            kept.append(col)
-    return kept
 
 
 def reference_frame(entry) -> pd.DataFrame:

@@ -189,7 +189,7 @@ def code_version() -> str:
 def load_data(specs: list[dict], data_dir: str, smoke: bool = False) -> dict:
     """Each data set once. A --smoke run without the CIFAR files (and no download possible) runs on
     synthetic images of the same shape and class count, and says so loudly; a full sweep fails.
-    The data's description is printed in the console view's header (main)."""
+    The data's description is printed in the console view's header (run_sweep)."""
     datasets = {}
     configs = [spec["config"] for spec in specs]
     for name in dict.fromkeys(config["dataset"] for config in configs):  # each data set once, in order
@@ -239,7 +239,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     import ray
     from ray import tune
 
-    from sweeps.console import ConsoleView, plan_keys
+    from sweeps.console import ConsoleView, emit, header_lines, plan_keys
     from sweeps.recorder import Recorder, ScalarJsonLogger, reconcile
     from sweeps.trackers import callbacks as tracker_callbacks
     from trainables.ray_trainable import run_trial
@@ -263,6 +263,8 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
                           f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
     try:
         check_cluster_gpus(args, ray.nodes())  # before anything is written
+        # the console view's header, once every check has passed (a mistake stays one `error:` line)
+        emit(header_lines(store.name, sweep.study, settings, datasets, store.uri, resumed=args.resume))
         started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         if args.resume:
             record = store.read_json("sweep.json")
@@ -407,8 +409,6 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from sweeps.console import emit, header_lines
-    emit(header_lines(store.name, sweep.study, args.search_settings, datasets, store.uri, resumed=args.resume))
     try:
         return run_sweep(sweep, specs, datasets, store, args)
     except ConfigError as exc:
