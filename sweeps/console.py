@@ -45,7 +45,7 @@ import pandas as pd
 from ray import tune
 
 from sweeps import progress
-from sweeps.recorder import outcome, trial_row
+from sweeps.recorder import error_line, outcome, trial_row
 
 DEFAULT_PROGRESS_EVERY = 30.0  # seconds between two summaries (--progress-every)
 INDENT = " " * len("start  ")  # a trial's title starts here, on start and end lines
@@ -155,7 +155,7 @@ class ConsoleView(tune.Callback):
         head += f" after {epochs} epoch{'' if epochs == 1 else 's'}"
         seconds = _number(row.get("train_seconds"))
         head += f" ({seconds:.1f} s)" if seconds is not None else ""
-        error = row.get("error") or (_last_line(trial) if errored or status == "error" else "")
+        error = row.get("error") or (error_line(trial) if errored or status == "error" else "")
         return _with_message(head, error)
 
     def summary_lines(self, trials=None, when: str = "progress") -> list[str]:
@@ -200,7 +200,7 @@ class ConsoleView(tune.Callback):
         emit([self.end_line(trial, errored)])
 
     def _retry(self, trial) -> None:
-        error = _last_line(trial)
+        error = error_line(trial)
         emit([_with_message(f"retry  {progress.title(self._row(trial), self.keys)}: failed, "
                             f"restarting from its last checkpoint (failure {getattr(trial, 'num_failures', '?')})",
                             error)])
@@ -229,7 +229,7 @@ class ConsoleView(tune.Callback):
         last = dict(trial.last_result or {})
         spec = self.recorder.spec(trial)
         status = ("error" if errored else outcome(spec, last)) if last or errored else "running"
-        return trial_row(trial.trial_id, spec, self.meta, status, last, _last_line(trial) if errored else "")
+        return trial_row(trial.trial_id, spec, self.meta, status, last, error_line(trial) if errored else "")
 
     def _seed(self, trials) -> None:
         """Once, at the first event: the trials Tune restored as finished (a resumed sweep), so that the counts
@@ -266,25 +266,6 @@ def _number(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(value) else value
-
-
-def _last_line(trial) -> str:
-    """The last line of the trial's error (`RuntimeError: ...`). Tune writes it on the driver, to
-    `trial.error_file`, when the trial fails; Trial.get_error() reads the copy on storage, which a sync
-    brings there later (with --storage it is still missing when on_trial_error runs)."""
-    error = ""
-    try:
-        if trial.error_file:
-            with open(trial.error_file, encoding="utf-8", errors="replace") as f:
-                error = f.read().strip()
-    except (OSError, AttributeError, TypeError):
-        pass
-    if not error:
-        try:
-            error = str(trial.get_error() or "").strip()
-        except Exception:  # the message is a courtesy
-            error = ""
-    return error.splitlines()[-1].strip() if error else ""
 
 
 def _with_message(head: str, message: str) -> str:

@@ -22,7 +22,9 @@ from trainables.config import resolve
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
 # Placement reported by trainables.ray_trainable.placement(): which node and logical GPUs, and when.
 PLACEMENT = ("node_id", "gpu_ids", "trial_started", "reported_at", "failures")
-WRITE_THREADS = 8  # storage writes in flight at once, one per trial at most (S3 round trips overlap)
+# Storage writes in flight at once, one per trial at most: on local disk the work is CPU (Parquet encoding),
+# on S3 it is waiting on round trips, which overlap (benchmarks/results_scale.py, benchmarks/driver_scale.py).
+WRITE_THREADS = dict(local=2, remote=16)
 
 
 def trial_row(trial_id: str, spec: dict, meta: dict, status: str, last: dict | None, error: str = "") -> dict:
@@ -87,17 +89,17 @@ class Recorder(tune.Callback):
 
     def __init__(self, storage: str, name: str, meta: dict, specs: list[dict]):
         self.storage, self.name, self.meta, self.specs = storage, name, meta, specs
-        self.finished = 0
         self._store = None
         self.trial_specs: dict[str, dict] = {}  # trial_id -> spec at its start (PBT rewrites trial.config later)
         self.rows: dict[str, dict] = {}  # trial_id -> its trials row as last written: later callbacks read the status
         self.newest: dict[str, dict] = {}  # trial_id -> its newest result seen by this driver
         self.latencies: list[float] = []  # seconds from a trial's report to its epoch row on storage
+        self.written: dict[str, dict] = {}  # trial_id -> {table: {epoch: Arrow table}} this driver wrote
         self._pool = None
         self._pending = {}  # trial_id -> the future of its latest write
 
     def __getstate__(self):
-        return {**self.__dict__, "_store": None, "_pool": None, "_pending": {}, "latencies": []}
+        return {**self.__dict__, "_store": None, "_pool": None, "_pending": {}, "latencies": [], "written": {}}
 
     @property
     def store(self) -> Store:
@@ -114,7 +116,8 @@ class Recorder(tune.Callback):
     def _submit(self, trial_id: str, job) -> None:
         self._wait(trial_id)
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="recorder")
+            threads = WRITE_THREADS["local" if self.store.local else "remote"]
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="recorder")
         self._pending[trial_id] = self._pool.submit(job)
 
     def _wait(self, trial_id: str) -> None:
@@ -163,6 +166,10 @@ class Recorder(tune.Callback):
                 tables.append((table, arrow_rows(rows, columns)))
         reported = float(result.get("reported_at", time.time()))
 
+        written = self.written.setdefault(trial_id, {})
+        for table, data in tables:  # kept until the trial ends: compacting it then needs no read-back
+            written.setdefault(table, {})[epoch] = data
+
         def write():
             for table, data in tables[1:] + tables[:1]:  # epochs last: a row there means the epoch is whole
                 store.write_table(table, f"{trial_id}/e{epoch:04d}", data)
@@ -174,12 +181,7 @@ class Recorder(tune.Callback):
         self._finish(trial, outcome(self.spec(trial), last), last)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        error = ""
-        try:
-            error = str(trial.get_error() or "")
-        except Exception:  # the message is a courtesy; the status is what matters
-            pass
-        self._finish(trial, "error", self._last(trial), error.strip().splitlines()[-1] if error.strip() else "")
+        self._finish(trial, "error", self._last(trial), error_line(trial))
 
     def _last(self, trial) -> dict | None:
         """The trial's last result: the newest this driver saw, else (a resumed trial that reported nothing
@@ -199,14 +201,29 @@ class Recorder(tune.Callback):
         last = {**(last or {}), "failures": int(getattr(trial, "num_failures", 0))}
         store, trial_id = self.store, trial.trial_id
         row = self._row(trial, status, last, error)
-        self._submit(trial_id, lambda: (store.compact_trial(trial_id), store.write_rows("trials", trial_id, [row])))
+        written = self.written.pop(trial_id, None)
+        self._submit(trial_id, lambda: (store.compact_trial(trial_id, written),
+                                        store.write_rows("trials", trial_id, [row])))
         self.newest.pop(trial_id, None)
-        self.finished += 1
-        acc = last.get("val_acc", last.get("test_acc"))
-        score = f", {'val' if 'val_acc' in last else 'test'}_acc {acc:.3f}" if isinstance(acc, float) else ""
-        print(f"[{self.finished}/{self.meta.get('trials', len(self.specs))}] {self.spec(trial)['title']}: {status}"
-              f"{score} after {int(last.get('epoch', 0))} epochs{' - ' + error if error else ''}",
-              file=sys.stderr, flush=True)
+
+
+def error_line(trial) -> str:
+    """The last line of the trial's error (`RuntimeError: ...`). Tune writes it on the driver, to
+    `trial.error_file`, when the trial fails; Trial.get_error() reads the copy on storage, which a sync
+    brings there later (with --storage it is still missing when on_trial_error runs)."""
+    error = ""
+    try:
+        if trial.error_file:
+            with open(trial.error_file, encoding="utf-8", errors="replace") as f:
+                error = f.read().strip()
+    except (OSError, AttributeError, TypeError):
+        pass
+    if not error:
+        try:
+            error = str(trial.get_error() or "").strip()
+        except Exception:  # the message is a courtesy; the status is what matters
+            error = ""
+    return error.splitlines()[-1].strip() if error else ""
 
 
 def latest_epoch(store: Store, trial_id: str, last: dict | None) -> dict | None:

@@ -365,7 +365,7 @@ def param_space(specs: list[dict], settings: dict, sampled: dict) -> dict:
 
 
 def summarize(store: Store, elapsed: float, args=None) -> int:
-    trials = store.finalize_statuses()
+    trials = store.close_sweep()
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     print(f"\nsweep {store.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
           + f" in {elapsed:.0f} s")

@@ -5,6 +5,7 @@ Each table is a folder that `pandas.read_parquet` opens as one frame:
     trials.parquet/<trial_id>.parquet              one row per trial, rewritten when its status changes
     <table>.parquet/<trial_id>/e<epoch>.parquet    a running trial: one file per reported epoch
     <table>.parquet/<trial_id>.parquet             a finished trial: all its epochs in one file
+    <table>.parquet/part-<time>-<id>.parquet       many finished trials, folded when the sweep ends
 
 for the per-epoch tables: epochs (one row per epoch), layers (per epoch per layer), classes (per epoch
 per split per class, study 004), confusion (non-zero confusion cells, study 004) and lineage (one row
@@ -16,14 +17,18 @@ re-reported epoch (a retry from a checkpoint, a resumed sweep) rewrites its own 
 replaces its earlier copy. Nothing lives only in the driver's memory, so a killed driver loses at
 most the epoch being written. When a trial ends, `compact_trial` folds its epoch files into one file
 per table (epochs last, so `<trial_id>.parquet` in epochs.parquet means the trial is compacted).
-A finished sweep thus holds a few files per trial, which `read_table` opens with pyarrow's
-multi-threaded dataset reader: 1,000 trials x 100 epochs x 12 layers load in about a second
-(benchmarks/results_scale.py, docs/benchmarks.md).
+When the sweep ends, `close_sweep` folds every trial that can never run again (completed, diverged,
+early-stopped) into one part file per table; an errored or stopped trial keeps its own files, since
+a --resume runs it again. `read_table` opens whatever is there at once with pyarrow's multi-threaded
+dataset reader: a finished 1,000-trial x 100-epoch x 12-layer sweep is three part files
+(benchmarks/results_scale.py, docs/benchmarks.md), and a running or killed sweep reads its per-trial
+files the same way, only slower.
 
-Crash states stay correct. A trial may hold both forms only if the driver died mid-compaction
-or a compacted trial runs again (an errored trial on --resume; `expand_trial` turns it back into
-epoch files first). Where both exist, an epoch file wins over the compacted copy of that epoch,
-in `read_table` and in `compact_trial`; `repair` (run when a sweep resumes) compacts such trials.
+Crash states stay correct. A trial may sit in two forms only if the driver died mid-compaction or
+mid-fold, or a compacted trial runs again (an errored trial on --resume; `expand_trial` turns it back
+into epoch files first). Readers then take the newer form: an epoch file over the compacted copy of
+that epoch, a trial's own file over its copy in a part (each part lists its trials in its metadata).
+`repair`, run when a sweep resumes, removes the older form.
 
 Store also reads the tables back (read_table, finalize_statuses): the recorder and
 runner use it directly, and analysis.results wraps it, so imports only point down.
@@ -34,6 +39,7 @@ import io
 import json
 import os
 import re
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,6 +55,8 @@ from trainables.config import ConfigError
 
 TABLES = ("trials", "epochs", "layers", "classes", "confusion", "lineage")
 PER_EPOCH = ("lineage", "confusion", "classes", "layers", "epochs")  # compaction order: epochs last
+PART, PART_TRIALS = "part-", b"sweeps.trials"  # a folded file, and the metadata key listing its trials
+FINAL = ("completed", "diverged", "early_stopped")  # statuses a --resume never runs again
 EPOCH_COLUMNS = ("trial_id", "sweep", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                  "test_loss", "test_acc", "avg_weight", "lr", "seconds", "it_per_s")
 LAYER_COLUMNS = ("trial_id", "epoch", "layer", "layer_name", "grad_abs_mean", "weight_mean", "weight_std",
@@ -91,6 +99,8 @@ class Store:
             self.uri = base + "/" + name
         self.root = base.rstrip("/") + "/" + name
         self.name = name
+        self._folders: set[str] = set()  # folders this Store made; compact_trial and _delete forget theirs
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
     @classmethod
     def at(cls, path: str) -> "Store":
@@ -120,8 +130,15 @@ class Store:
     def write_bytes(self, relpath: str, data: bytes) -> None:
         final = self.path(relpath)
         folder, name = final.rsplit("/", 1)
-        self.fs.create_dir(folder, recursive=True)
+        if folder not in self._folders:  # one create_dir per folder, not per file (on S3 each is a request)
+            self.fs.create_dir(folder, recursive=True)
+            self._folders.add(folder)
         tmp = f"{folder}/.tmp-{uuid.uuid4().hex[:8]}-{name}"  # hidden: readers skip it
+        if self.local:  # a third of pyarrow's cost per small file (benchmarks/results_scale.py)
+            with open(tmp, "wb") as out:
+                out.write(data)
+            os.replace(tmp, final)
+            return
         with self.fs.open_output_stream(tmp) as out:
             out.write(data)
         self.fs.move(tmp, final)
@@ -160,7 +177,7 @@ class Store:
         """All rows of one table: every file at once through pyarrow's multi-threaded dataset reader.
 
         Columns that differ between files are unified (a column missing from a file reads as null).
-        Where a trial holds both a compacted file and epoch files, the epoch files win (see above).
+        Where a trial is in two forms after a crash, the newer form wins (see the module's docstring).
         """
         files = self.files(table)
         live: dict[str, set[int]] = {}
@@ -168,13 +185,27 @@ class Store:
             if "/" in rel:
                 trial_id, name = rel.rsplit("/", 1)
                 live.setdefault(trial_id, set()).add(_epoch_of(name))
+        parts = [f for f in files if f.startswith(PART)]
+        loose = {f[:-8] for f in files if "/" not in f and f not in parts} | set(live)
         stale = {f"{t}.parquet" for t in live} & set(files)
-        data = self._read_files([f for f in files if f not in stale], table)
+        overlap = {p: ids & loose for p in parts if (ids := set(self.part_trials(table, p))) & loose}
+        data = self._read_files([f for f in files if f not in stale and f not in overlap], table)
         for rel in sorted(stale):  # a crash left both forms: the epoch files win
             older = self._read_files([rel], table)
             keep = pc.invert(pc.is_in(older["epoch"], pa.array(sorted(live[rel[:-8]]), older["epoch"].type)))
             data = _concat([data, older.filter(keep)])
-        return data.to_pandas() if data is not None and data.num_rows else pd.DataFrame()
+        for rel, ids in sorted(overlap.items()):  # a crash mid-fold: the trial's own files win
+            folded = self._read_files([rel], table)
+            data = _concat([data, folded.filter(pc.invert(pc.is_in(folded["trial_id"], pa.array(sorted(ids)))))])
+        if data is None or not data.num_rows:
+            return pd.DataFrame()
+        frame = data.to_pandas()
+        return frame.sort_values("trial_id", ignore_index=True) if table == "trials" else frame
+
+    def part_trials(self, table: str, rel: str) -> list[str]:
+        """The trials a part file holds (in its Parquet metadata: no rows are read)."""
+        schema = pq.read_schema(self.path(f"{table}.parquet/{rel}"), filesystem=self.fs)
+        return json.loads((schema.metadata or {}).get(PART_TRIALS, b"[]"))
 
     def read_trial(self, table: str, trial_id: str) -> pd.DataFrame:
         """One trial's rows of a per-epoch table (its compacted file and its epoch files), by epoch.
@@ -210,16 +241,28 @@ class Store:
         return data.take(pc.sort_indices(data, [("epoch", "ascending")]))  # stable: rows of an epoch keep order
 
     # --- a trial's files ---
-    def compact_trial(self, trial_id: str) -> None:
-        """Fold a trial's epoch files into one file per table; epochs last, so its compacted file marks done."""
+    def compact_trial(self, trial_id: str, written: dict | None = None) -> None:
+        """Fold a trial's epoch files into one file per table; epochs last, so its compacted file marks done.
+
+        `written` ({table: {epoch: Arrow table}}, the Recorder's copy of what it wrote) saves reading the
+        files back when they are exactly what is on storage; otherwise (a resumed trial, with epochs from
+        an earlier driver) they are read. Lists only the trial's own folders."""
+        compacted_before = self.fs.get_file_info(self.path(f"epochs.parquet/{trial_id}.parquet")).type \
+            == pafs.FileType.File
         for table in PER_EPOCH:
             folder = self.path(f"{table}.parquet/{trial_id}")
-            if self.fs.get_file_info(folder).type != pafs.FileType.Directory:
+            parts = self.files(table, under=trial_id, recursive=False)
+            if not parts:
                 continue
-            data = self._trial_rows(table, trial_id)
+            mine = (written or {}).get(table, {})
+            if not compacted_before and {_epoch_of(p) for p in parts} == set(mine):
+                data = _concat([mine[epoch] for epoch in sorted(mine)])
+            else:
+                data = self._trial_rows(table, trial_id)
             if data is not None and data.num_rows:
                 self.write_table(table, trial_id, data)
             self.fs.delete_dir(folder)
+            self._folders.discard(folder)
 
     def expand_trial(self, trial_id: str) -> bool:
         """Turn a compacted trial back into epoch files before it runs again, so that the epochs it
@@ -237,17 +280,58 @@ class Store:
         return True
 
     def repair(self) -> list[str]:
-        """Compact every trial left holding both forms (a driver killed mid-compaction). Lists each table
-        folder once: run when a sweep resumes, not per result. Returns the trials it compacted."""
-        both = set()
-        for table in PER_EPOCH:
+        """Fix what a driver killed mid-compaction or mid-fold left: a trial in two forms is compacted, and a
+        folded trial's own files are removed. Lists each table folder once: run when a sweep resumes, not
+        per result. Returns the trials it touched."""
+        both, touched = set(), set()
+        for table in TABLES:
             infos = self.fs.get_file_info(pafs.FileSelector(self.path(f"{table}.parquet"), allow_not_found=True))
             dirs = {i.base_name for i in infos if i.type == pafs.FileType.Directory}
             files = {i.base_name[:-8] for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")}
-            both |= dirs & files
+            for part in sorted(f for f in files if f.startswith(PART)):
+                for trial_id in set(self.part_trials(table, f"{part}.parquet")) & (files | dirs):
+                    self._delete([self.path(f"{table}.parquet/{trial_id}.parquet")] if trial_id in files else [],
+                                 [self.path(f"{table}.parquet/{trial_id}")] if trial_id in dirs else [])
+                    touched.add(trial_id)
+            if table != "trials":
+                both |= (dirs & files) - touched
         for trial_id in sorted(both):
             self.compact_trial(trial_id)
-        return sorted(both)
+        return sorted(both | touched)
+
+    # --- the end of a sweep ---
+    def close_sweep(self) -> pd.DataFrame:
+        """Mark trials still running as `stopped`, then fold the trials that can never run again into one part
+        file per table; return the trials table."""
+        trials = self.finalize_statuses()
+        if len(trials):
+            self.fold(trials.loc[trials["status"].isin(FINAL), "trial_id"])
+        return self.read_table("trials") if len(trials) else trials
+
+    def fold(self, trial_ids) -> list[str]:
+        """Merge these trials' compacted files into one `part-...parquet` per table, which lists them in its
+        metadata, then delete their files. Only trials that never run again (FINAL: not `error` or `stopped`,
+        which a --resume restarts) belong here; a finished 10,000-trial sweep then reads as a few files.
+        Returns the trials folded."""
+        wanted, folded = set(trial_ids), set()
+        tag = f"{PART}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        for table in TABLES:
+            present = {f[:-8] for f in self.files(table, recursive=False) if not f.startswith(PART)}
+            ids = sorted(wanted & present)
+            if not ids:
+                continue
+            data = self._read_files([f"{t}.parquet" for t in ids], table)
+            meta = {**(data.schema.metadata or {}), PART_TRIALS: json.dumps(ids).encode()}
+            self.write_table(table, tag, data.replace_schema_metadata(meta))
+            self._delete([self.path(f"{table}.parquet/{t}.parquet") for t in ids], [])
+            folded |= set(ids)
+        return sorted(folded)
+
+    def _delete(self, files: list[str], folders: list[str]) -> None:
+        with ThreadPoolExecutor(8) as pool:  # S3: one request each; overlap them
+            list(pool.map(self.fs.delete_file, files))
+            list(pool.map(self.fs.delete_dir, folders))
+        self._folders.difference_update(folders)
 
     def read_json(self, relpath: str):
         with self.fs.open_input_stream(self.path(relpath)) as f:

@@ -106,6 +106,8 @@ def test_the_recorder_lists_only_the_trial_it_writes(tmp_path, monkeypatch):
     monkeypatch.setattr(Store, "files", lambda self, table, under="", recursive=True:
                         listed.append((table, under)) or files(self, table, under, recursive))
     monkeypatch.setattr(Store, "read_table", lambda self, table: whole.append(table))
+    read_back = []  # compaction uses the Recorder's copy of what it wrote: nothing is read back
+    monkeypatch.setattr(Store, "_read_files", lambda self, rels, table: read_back.append(rels))
     for trial_id in ("t1", "t2"):
         trial = fake_trial(trial_id)
         recorder.on_trial_start(0, [], trial)
@@ -116,7 +118,7 @@ def test_the_recorder_lists_only_the_trial_it_writes(tmp_path, monkeypatch):
             recorder.on_trial_result(0, [], trial, result)
         recorder.on_trial_complete(0, [], trial)
     recorder.on_experiment_end([])
-    assert whole == [] and listed and all(under in ("t1", "t2") for _, under in listed)
+    assert whole == [] and read_back == [] and listed and all(under in ("t1", "t2") for _, under in listed)
     monkeypatch.undo()
     store = Store(str(tmp_path), "s")
     assert store.files("epochs") == ["t1.parquet", "t2.parquet"]
@@ -144,3 +146,57 @@ def test_latest_epoch_reads_the_trial_not_the_table(tmp_path):
     assert latest_epoch(store, "a", {"epoch": 5}) == {"epoch": 5}
     store.compact_trial("a")
     assert latest_epoch(store, "a", {})["val_acc"] == pytest.approx(0.3)
+
+
+def test_the_sweep_end_folds_final_trials_and_leaves_those_a_resume_reruns(tmp_path):
+    store = Store(str(tmp_path), "s")
+    statuses = dict(a="completed", b="early_stopped", c="error", d="running")
+    for trial_id, status in statuses.items():
+        for epoch in (1, 2):
+            store.write_epoch("epochs", trial_id, epoch, [epoch_rows(trial_id, epoch, 0.1 * epoch)])
+        if status != "running":
+            store.compact_trial(trial_id)
+        store.write_rows("trials", trial_id, [dict(trial_id=trial_id, status=status, error="")])
+    before = frame(store, "epochs")
+    trials = store.close_sweep()
+    assert dict(zip(trials["trial_id"], trials["status"])) == dict(statuses, d="stopped")
+    parts = [f for f in store.files("epochs") if f.startswith("part-")]
+    assert len(parts) == 1 and sorted(store.part_trials("epochs", parts[0])) == ["a", "b"]
+    assert sorted(set(store.files("epochs")) - set(parts)) == ["c.parquet", "d/e0001.parquet", "d/e0002.parquet"]
+    assert len([f for f in store.files("trials") if f.startswith("part-")]) == 1
+    pd.testing.assert_frame_equal(frame(store, "epochs"), before)
+    assert len(pd.read_parquet(tmp_path / "s" / "epochs.parquet")) == 8
+    assert len(pd.read_parquet(tmp_path / "s" / "trials.parquet")) == 4
+
+
+def test_a_crash_mid_fold_never_duplicates_and_repair_removes_the_leftovers(tmp_path):
+    store = Store(str(tmp_path), "s")
+    for trial_id in ("a", "b"):
+        store.write_epoch("epochs", trial_id, 1, [epoch_rows(trial_id, 1, 0.5)])
+        store.compact_trial(trial_id)
+        store.write_rows("trials", trial_id, [dict(trial_id=trial_id, status="completed")])
+    kept = {p: (tmp_path / "s" / p).read_bytes() for p in ("epochs.parquet/a.parquet", "trials.parquet/a.parquet")}
+    store.fold(["a", "b"])
+    for path, data in kept.items():  # the driver died after writing the parts, before deleting a's files
+        (tmp_path / "s" / path).write_bytes(data)
+    assert list(frame(store, "epochs")["trial_id"]) == ["a", "b"]
+    assert list(store.read_table("trials")["trial_id"]) == ["a", "b"]
+    assert store.repair() == ["a"]
+    assert all(f.startswith("part-") for t in ("epochs", "trials") for f in store.files(t))
+    assert len(pd.read_parquet(tmp_path / "s" / "epochs.parquet")) == 2
+
+
+def test_compaction_from_the_recorders_copy_still_keeps_an_earlier_drivers_epochs(tmp_path):
+    """A resumed trial: epoch 1 came from the killed driver, 2 and 3 from this one (which holds only those)."""
+    store = Store(str(tmp_path), "s")
+    store.write_epoch("epochs", "a", 1, [epoch_rows("a", 1, 0.1)])
+    spec = dict(config=dict(epochs=3, task="train"), labels={}, facts={}, title="t", overrides={})
+    recorder = Recorder(str(tmp_path), "s", dict(sweep="s", study="x", code_version="v"), [spec])
+    trial = fake_trial("a")
+    for epoch in (2, 3):
+        trial.last_result = dict(epoch_rows("a", epoch, 0.1 * epoch), done=epoch == 3)
+        recorder.on_trial_result(0, [], trial, trial.last_result)
+    recorder.on_trial_complete(0, [], trial)
+    recorder.flush()
+    assert store.files("epochs") == ["a.parquet"]
+    assert list(store.read_table("epochs")["epoch"]) == [1, 2, 3]
