@@ -12,6 +12,8 @@ For each size it prints:
   - the driver's cost per reported epoch: the time inside on_trial_result (what holds up Tune's event
     loop), and the wall time per epoch of the whole write path (with the background writes and each
     trial's compaction, which compete for the same 2 cores);
+  - `load s unfolded`: `analysis.results.load` before the sweep's end, as a running or killed sweep
+    reads (a file per trial per table);
   - files on disk and their size, after the sweep's end folded its finished trials (Store.close_sweep,
     timed as `fold s`);
   - the time of `analysis.results.load` (every table, sorted) and of `pd.read_parquet` on each table
@@ -91,11 +93,8 @@ def fabricate(root: str, n: int) -> dict:
             print(f"  ... {first + len(batch)}/{n} trials written ({last_note - started:.0f} s)", file=sys.stderr)
     recorder.on_experiment_end([])
     wall = time.perf_counter() - started
-    t0 = time.perf_counter()
-    recorder.store.close_sweep()  # what the runner does when fit() returns
     epochs = n * EPOCHS
     return dict(callback_ms=1e3 * in_callback / epochs, wall_ms=1e3 * wall / epochs, write_s=wall,
-                fold_s=time.perf_counter() - t0,
                 latency_ms=1e3 * sorted(recorder.latencies)[len(recorder.latencies) // 2])
 
 
@@ -141,22 +140,28 @@ def main(argv=None) -> int:
         sizes.append(1000)  # the last line reports it
     import torch
     from benchmarks.env import describe
+    from sweeps.storage import Store
     print(describe(torch.device("cpu")))
     print(f"# {EPOCHS} epochs x {LAYERS} layers per trial, {CONCURRENT} trials interleaved; load in a fresh process")
     root = args.dir or tempfile.mkdtemp(prefix="results_scale-")
     print(f"{'trials':>7} {'epoch rows':>10} {'layer rows':>10} {'files':>7} {'MB':>7} {'callback ms/epoch':>17} "
-          f"{'write ms/epoch':>14} {'median latency ms':>17} {'fold s':>6} {'load s':>7} {'read_parquet s':>14}")
+          f"{'write ms/epoch':>14} {'median latency ms':>17} {'load s unfolded':>15} {'fold s':>6} {'load s':>7} "
+          f"{'read_parquet s':>14}")
     results = {}
     try:
         for n in sorted(set(sizes)):
             shutil.rmtree(f"{root}/n{n}", ignore_errors=True)
             write = fabricate(root, n)
+            unfolded = read_times(f"{root}/n{n}")  # as a running or killed sweep reads: a file per trial
+            t0 = time.perf_counter()
+            Store(root, f"n{n}").close_sweep()  # what the runner does when fit() returns
+            write["fold_s"] = time.perf_counter() - t0
             files, size = on_disk(f"{root}/n{n}")
             read = read_times(f"{root}/n{n}")
-            results[n] = dict(write, **read, files=files)
+            results[n] = dict(write, **read, files=files, unfolded_s=unfolded["load_s"])
             print(f"{n:>7} {read['rows'].get('epochs', 0):>10} {read['rows'].get('layers', 0):>10} {files:>7} "
                   f"{size / 1e6:>7.1f} {write['callback_ms']:>17.3f} {write['wall_ms']:>14.3f} "
-                  f"{write['latency_ms']:>17.1f} {write['fold_s']:>6.1f} {read['load_s']:>7.2f} {read['pandas_s']:>14.2f}", flush=True)
+                  f"{write['latency_ms']:>17.1f} {unfolded['load_s']:>15.2f} {write['fold_s']:>6.1f} {read['load_s']:>7.2f} {read['pandas_s']:>14.2f}", flush=True)
     finally:
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)

@@ -15,8 +15,8 @@ import pandas as pd
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
-from sweeps.storage import (CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, LAYER_COLUMNS, LINEAGE_COLUMNS, Store,
-                            arrow_rows)
+from sweeps.storage import (CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, FINAL, LAYER_COLUMNS, LINEAGE_COLUMNS,
+                            Store, arrow_rows)
 from trainables.config import resolve
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
@@ -25,6 +25,9 @@ PLACEMENT = ("node_id", "gpu_ids", "trial_started", "reported_at", "failures")
 # Storage writes in flight at once, one per trial at most: on local disk the work is CPU (Parquet encoding),
 # on S3 it is waiting on round trips, which overlap (benchmarks/results_scale.py, benchmarks/driver_scale.py).
 WRITE_THREADS = dict(local=2, remote=16)
+# Finished trials are folded into part files this many at a time while the sweep runs (Store.fold), so a
+# running 10,000-trial sweep also reads as a few hundred files, and the sweep's end has little left to fold.
+FOLD_EVERY = 256
 
 
 def trial_row(trial_id: str, spec: dict, meta: dict, status: str, last: dict | None, error: str = "") -> dict:
@@ -95,11 +98,13 @@ class Recorder(tune.Callback):
         self.newest: dict[str, dict] = {}  # trial_id -> its newest result seen by this driver
         self.latencies: list[float] = []  # seconds from a trial's report to its epoch row on storage
         self.written: dict[str, dict] = {}  # trial_id -> {table: {epoch: Arrow table}} this driver wrote
+        self.foldable: list[tuple] = []  # (trial_id, {table: Arrow table}) of finished trials, compacted
         self._pool = None
         self._pending = {}  # trial_id -> the future of its latest write
 
     def __getstate__(self):
-        return {**self.__dict__, "_store": None, "_pool": None, "_pending": {}, "latencies": [], "written": {}}
+        return {**self.__dict__, "_store": None, "_pool": None, "_pending": {}, "latencies": [], "written": {},
+                "foldable": []}
 
     @property
     def store(self) -> Store:
@@ -131,7 +136,10 @@ class Recorder(tune.Callback):
             self._wait(trial_id)
 
     def on_experiment_end(self, trials, **info):
-        self.flush()
+        self.flush()  # every trial's last write, so that all finished trials are foldable
+        if self.foldable:
+            self._fold()
+            self.flush()
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -202,9 +210,25 @@ class Recorder(tune.Callback):
         store, trial_id = self.store, trial.trial_id
         row = self._row(trial, status, last, error)
         written = self.written.pop(trial_id, None)
-        self._submit(trial_id, lambda: (store.compact_trial(trial_id, written),
-                                        store.write_rows("trials", trial_id, [row])))
+
+        def close():
+            tables = store.compact_trial(trial_id, written)
+            store.write_rows("trials", trial_id, [row])
+            if status in FINAL:  # never runs again: it can go into a part file
+                self.foldable.append((trial_id, {**tables, "trials": arrow_rows([row])}))
+        self._submit(trial_id, close)
         self.newest.pop(trial_id, None)
+        if len(self.foldable) >= FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        batch, self.foldable = self.foldable, []  # appended to by writer threads: swap, then read
+        copies: dict[str, dict] = {}
+        for trial_id, tables in batch:
+            for table, data in tables.items():
+                copies.setdefault(table, {})[trial_id] = data
+        store = self.store
+        self._submit("fold", lambda: store.fold([t for t, _ in batch], copies))
 
 
 def error_line(trial) -> str:

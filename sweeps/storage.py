@@ -241,12 +241,13 @@ class Store:
         return data.take(pc.sort_indices(data, [("epoch", "ascending")]))  # stable: rows of an epoch keep order
 
     # --- a trial's files ---
-    def compact_trial(self, trial_id: str, written: dict | None = None) -> None:
+    def compact_trial(self, trial_id: str, written: dict | None = None) -> dict:
         """Fold a trial's epoch files into one file per table; epochs last, so its compacted file marks done.
 
         `written` ({table: {epoch: Arrow table}}, the Recorder's copy of what it wrote) saves reading the
         files back when they are exactly what is on storage; otherwise (a resumed trial, with epochs from
-        an earlier driver) they are read. Lists only the trial's own folders."""
+        an earlier driver) they are read. Lists only the trial's own folders. Returns {table: what it wrote}."""
+        done = {}
         compacted_before = self.fs.get_file_info(self.path(f"epochs.parquet/{trial_id}.parquet")).type \
             == pafs.FileType.File
         for table in PER_EPOCH:
@@ -261,8 +262,10 @@ class Store:
                 data = self._trial_rows(table, trial_id)
             if data is not None and data.num_rows:
                 self.write_table(table, trial_id, data)
+                done[table] = data
             self.fs.delete_dir(folder)
             self._folders.discard(folder)
+        return done
 
     def expand_trial(self, trial_id: str) -> bool:
         """Turn a compacted trial back into epoch files before it runs again, so that the epochs it
@@ -308,19 +311,29 @@ class Store:
             self.fold(trials.loc[trials["status"].isin(FINAL), "trial_id"])
         return self.read_table("trials") if len(trials) else trials
 
-    def fold(self, trial_ids) -> list[str]:
+    def fold(self, trial_ids, copies: dict | None = None) -> list[str]:
         """Merge these trials' compacted files into one `part-...parquet` per table, which lists them in its
         metadata, then delete their files. Only trials that never run again (FINAL: not `error` or `stopped`,
         which a --resume restarts) belong here; a finished 10,000-trial sweep then reads as a few files.
-        Returns the trials folded."""
+
+        `copies` ({table: {trial_id: Arrow table}}, the Recorder's copy of what it compacted) saves reading
+        the files back; the folder is then not listed either. Returns the trials folded."""
         wanted, folded = set(trial_ids), set()
         tag = f"{PART}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         for table in TABLES:
-            present = {f[:-8] for f in self.files(table, recursive=False) if not f.startswith(PART)}
-            ids = sorted(wanted & present)
-            if not ids:
+            if copies is not None:
+                mine = copies.get(table, {})
+                ids = sorted(wanted & set(mine))
+                try:
+                    data = _concat([mine[t] for t in ids])
+                except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column typed differently between trials
+                    data = self._read_files([f"{t}.parquet" for t in ids], table)
+            else:
+                present = {f[:-8] for f in self.files(table, recursive=False) if not f.startswith(PART)}
+                ids = sorted(wanted & present)
+                data = self._read_files([f"{t}.parquet" for t in ids], table)
+            if not ids or data is None:
                 continue
-            data = self._read_files([f"{t}.parquet" for t in ids], table)
             meta = {**(data.schema.metadata or {}), PART_TRIALS: json.dumps(ids).encode()}
             self.write_table(table, tag, data.replace_schema_metadata(meta))
             self._delete([self.path(f"{table}.parquet/{t}.parquet") for t in ids], [])

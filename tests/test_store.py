@@ -97,7 +97,9 @@ def fake_trial(trial_id: str, last=None):
 
 
 def test_the_recorder_lists_only_the_trial_it_writes(tmp_path, monkeypatch):
-    """Per result and per trial end, every listing is of the trial's own folder, never of a whole table."""
+    """Per result and per trial end, every listing is of the trial's own folder, never of a whole table;
+    finished trials are folded into part files from the Recorder's copies as the sweep goes."""
+    monkeypatch.setattr("sweeps.recorder.FOLD_EVERY", 2)
     spec = dict(config=dict(epochs=3, task="train", lr=0.1), labels={}, facts={}, title="t", overrides={})
     meta = dict(sweep="s", study="x", code_version="v", trials=2)
     recorder = Recorder(str(tmp_path), "s", meta, [spec])
@@ -121,7 +123,8 @@ def test_the_recorder_lists_only_the_trial_it_writes(tmp_path, monkeypatch):
     assert whole == [] and read_back == [] and listed and all(under in ("t1", "t2") for _, under in listed)
     monkeypatch.undo()
     store = Store(str(tmp_path), "s")
-    assert store.files("epochs") == ["t1.parquet", "t2.parquet"]
+    assert [f[:5] for f in store.files("epochs")] == ["part-"]
+    assert sorted(store.part_trials("trials", store.files("trials")[0])) == ["t1", "t2"]
     trials = store.read_table("trials").set_index("trial_id")
     assert list(trials["status"]) == ["completed", "completed"] and list(trials["epochs_completed"]) == [3, 3]
     assert len(store.read_table("layers")) == 18 and len(recorder.latencies) == 6
