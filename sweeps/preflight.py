@@ -19,6 +19,9 @@ def check_resources(args) -> None:
     if args.gpus_per_trial < 0 or (0 < args.gpus_per_trial and args.gpus_per_trial > 1
                                    and not float(args.gpus_per_trial).is_integer()):
         raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial}: use a fraction in (0, 1] or a whole number")
+    if args.num_cpus is not None and (args.num_cpus < 1 or ray_address(args) != "local"):
+        raise ConfigError(f"--num-cpus {args.num_cpus}: " + ("must be >= 1" if args.num_cpus < 1 else
+                          "sets the CPUs of a private Ray; a cluster's nodes say theirs in `ray start --num-cpus`"))
     if args.max_failures is not None and args.max_failures < 0:
         raise ConfigError(f"--max-failures {args.max_failures}: must be >= 0")
     if args.pack < 1:

@@ -140,6 +140,11 @@ class Recorder(tune.Callback):
         if self.foldable:
             self._fold()
             self.flush()
+        if self.latencies:  # how far storage lagged behind the trials (benchmarks/driver_scale.py reads it)
+            lags = sorted(self.latencies)
+            print(f"storage: {len(lags)} results written; from report to row on storage: median "
+                  f"{1e3 * lags[len(lags) // 2]:.0f} ms, p99 {1e3 * lags[int(len(lags) * 0.99)]:.0f} ms, "
+                  f"max {1e3 * lags[-1]:.0f} ms", file=sys.stderr, flush=True)
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None

@@ -60,6 +60,9 @@ def parse_args(argv, description: str, default_name: str, defaults: dict | None 
                    help="a new Ray worker process for every trial: nothing carries over between trials, "
                         "at several seconds of start-up each (default: workers are reused)")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto or host:6379)")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="logical CPUs of the private Ray this run starts (default: the machine's cores); more than "
+                        "the cores oversubscribes them, e.g. to run many light trials at once")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep of this --name: finished trials are kept, unfinished "
                         "and errored ones continue from their last checkpoint")
@@ -257,7 +260,8 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     address = ray_address(args)
     try:
         ray.init(address=address, include_dashboard=False, logging_level="warning",
-                 runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})
+                 runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
+                 **({"num_cpus": args.num_cpus} if args.num_cpus else {}))
     except (ConnectionError, ValueError) as exc:
         raise ConfigError(f"--address {address}: cannot join that Ray cluster "
                           f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None

@@ -12,7 +12,7 @@ per split per class, study 004), confusion (non-zero confusion cells, study 004)
 per PBT exploit).
 
 Why this layout. Every write is one small file, written under a hidden temporary name and then
-renamed, so it is atomic, costs the same at trial 10 as at trial 10,000 and lists nothing. A
+renamed (on S3 and GCS a PUT is atomic by itself), so it is atomic, costs the same at trial 10 as at trial 10,000 and lists nothing. A
 re-reported epoch (a retry from a checkpoint, a resumed sweep) rewrites its own file, so it
 replaces its earlier copy. Nothing lives only in the driver's memory, so a killed driver loses at
 most the epoch being written. When a trial ends, `compact_trial` folds its epoch files into one file
@@ -101,6 +101,7 @@ class Store:
         self.name = name
         self._folders: set[str] = set()  # folders this Store made; compact_trial and _delete forget theirs
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.object_store = type(self.fs).__name__ in ("S3FileSystem", "GcsFileSystem")
 
     @classmethod
     def at(cls, path: str) -> "Store":
@@ -130,11 +131,15 @@ class Store:
     def write_bytes(self, relpath: str, data: bytes) -> None:
         final = self.path(relpath)
         folder, name = final.rsplit("/", 1)
-        if folder not in self._folders:  # one create_dir per folder, not per file (on S3 each is a request)
+        if self.object_store:  # no folders to make; a PUT is atomic already (a rename is a copy and a delete)
+            with self.fs.open_output_stream(final) as out:
+                out.write(data)
+            return
+        if folder not in self._folders:  # one create_dir per folder, not per file
             self.fs.create_dir(folder, recursive=True)
             self._folders.add(folder)
         tmp = f"{folder}/.tmp-{uuid.uuid4().hex[:8]}-{name}"  # hidden: readers skip it
-        if self.local:  # a third of pyarrow's cost per small file (benchmarks/results_scale.py)
+        if self.local:  # os, not pyarrow: a third of the cost per small file
             with open(tmp, "wb") as out:
                 out.write(data)
             os.replace(tmp, final)
@@ -244,22 +249,30 @@ class Store:
     def compact_trial(self, trial_id: str, written: dict | None = None) -> dict:
         """Fold a trial's epoch files into one file per table; epochs last, so its compacted file marks done.
 
-        `written` ({table: {epoch: Arrow table}}, the Recorder's copy of what it wrote) saves reading the
-        files back when they are exactly what is on storage; otherwise (a resumed trial, with epochs from
-        an earlier driver) they are read. Lists only the trial's own folders. Returns {table: what it wrote}."""
+        `written` ({table: {epoch: Arrow table}}) is the Recorder's copy of what it wrote. When it starts at
+        epoch 1, this driver saw the whole trial: its copy is the data, and nothing is listed or read (on S3
+        that saves a LIST per table and a GET per file). Otherwise (a trial resumed from a checkpoint, with
+        earlier epochs from a killed driver) the trial's own folders are listed and read. Returns
+        {table: what it wrote}."""
         done = {}
-        compacted_before = self.fs.get_file_info(self.path(f"epochs.parquet/{trial_id}.parquet")).type \
-            == pafs.FileType.File
+        whole = bool(written) and min(written.get("epochs", {0: None})) == 1
+        compacted_before = not whole and self.fs.get_file_info(
+            self.path(f"epochs.parquet/{trial_id}.parquet")).type == pafs.FileType.File
         for table in PER_EPOCH:
             folder = self.path(f"{table}.parquet/{trial_id}")
-            parts = self.files(table, under=trial_id, recursive=False)
-            if not parts:
-                continue
             mine = (written or {}).get(table, {})
-            if not compacted_before and {_epoch_of(p) for p in parts} == set(mine):
+            if whole:
+                if not mine:
+                    continue
                 data = _concat([mine[epoch] for epoch in sorted(mine)])
             else:
-                data = self._trial_rows(table, trial_id)
+                parts = self.files(table, under=trial_id, recursive=False)
+                if not parts:
+                    continue
+                if not compacted_before and {_epoch_of(p) for p in parts} == set(mine):
+                    data = _concat([mine[epoch] for epoch in sorted(mine)])
+                else:
+                    data = self._trial_rows(table, trial_id)
             if data is not None and data.num_rows:
                 self.write_table(table, trial_id, data)
                 done[table] = data

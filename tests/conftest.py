@@ -3,14 +3,12 @@ local S3-protocol server (`s3_env`, for tests/test_s3.py and tests/test_cluster.
 from __future__ import annotations
 
 import pickle
-import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from benchmarks.s3server import free_port, moto_s3  # noqa: F401  (free_port: tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset"
@@ -68,39 +66,12 @@ def tiny_cifar100(tmp_path) -> Path:
 BUCKET = "sweeps"  # created by s3_env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_env():
-    """moto's standalone `moto_server` (the test extra's `moto[server]`), its own process on 127.0.0.1 and
-    a free port, with the bucket BUCKET; yields the standard AWS variables through which pyarrow and Ray
-    reach it, as they would reach a real bucket. Set them in every process that reads or writes s3://."""
-    server = shutil.which("moto_server")
-    if server is None:
-        pytest.fail('moto_server is missing: pip install -e ".[test]" installs moto[server]')
-    port = free_port()
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    """moto_server in its own process (benchmarks/s3server.py) with the bucket BUCKET; yields the AWS
+    variables. Set them in every process that reads or writes s3://."""
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start")
-                time.sleep(0.2)
-        env = dict(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="testing",
-                   AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-        import pyarrow.fs as pafs
-        pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], scheme="http", access_key="testing",
-                          secret_key="testing", region="us-east-1", allow_bucket_creation=True).create_dir(BUCKET)
-        yield env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        with moto_s3(BUCKET) as env:
+            yield env
+    except RuntimeError as exc:  # not installed, or it would not start: a failure, never a skip
+        pytest.fail(str(exc))

@@ -97,8 +97,9 @@ def fake_trial(trial_id: str, last=None):
 
 
 def test_the_recorder_lists_only_the_trial_it_writes(tmp_path, monkeypatch):
-    """Per result and per trial end, every listing is of the trial's own folder, never of a whole table;
-    finished trials are folded into part files from the Recorder's copies as the sweep goes."""
+    """Per result and per trial end nothing is listed or read back (the Recorder keeps a copy of a trial's
+    rows until it is compacted); finished trials are folded into part files from those copies as the sweep
+    goes. (A resumed trial lists its own folder only: test_compaction_from_the_recorders_copy...)"""
     monkeypatch.setattr("sweeps.recorder.FOLD_EVERY", 2)
     spec = dict(config=dict(epochs=3, task="train", lr=0.1), labels={}, facts={}, title="t", overrides={})
     meta = dict(sweep="s", study="x", code_version="v", trials=2)
@@ -120,7 +121,7 @@ def test_the_recorder_lists_only_the_trial_it_writes(tmp_path, monkeypatch):
             recorder.on_trial_result(0, [], trial, result)
         recorder.on_trial_complete(0, [], trial)
     recorder.on_experiment_end([])
-    assert whole == [] and read_back == [] and listed and all(under in ("t1", "t2") for _, under in listed)
+    assert whole == [] and read_back == [] and listed == []  # trials this driver saw whole: no listing at all
     monkeypatch.undo()
     store = Store(str(tmp_path), "s")
     assert [f[:5] for f in store.files("epochs")] == ["part-"]
@@ -189,7 +190,7 @@ def test_a_crash_mid_fold_never_duplicates_and_repair_removes_the_leftovers(tmp_
     assert len(pd.read_parquet(tmp_path / "s" / "epochs.parquet")) == 2
 
 
-def test_compaction_from_the_recorders_copy_still_keeps_an_earlier_drivers_epochs(tmp_path):
+def test_compaction_from_the_recorders_copy_still_keeps_an_earlier_drivers_epochs(tmp_path, monkeypatch):
     """A resumed trial: epoch 1 came from the killed driver, 2 and 3 from this one (which holds only those)."""
     store = Store(str(tmp_path), "s")
     store.write_epoch("epochs", "a", 1, [epoch_rows("a", 1, 0.1)])
@@ -199,7 +200,13 @@ def test_compaction_from_the_recorders_copy_still_keeps_an_earlier_drivers_epoch
     for epoch in (2, 3):
         trial.last_result = dict(epoch_rows("a", epoch, 0.1 * epoch), done=epoch == 3)
         recorder.on_trial_result(0, [], trial, trial.last_result)
+    listed = []
+    files = Store.files
+    monkeypatch.setattr(Store, "files", lambda self, table, under="", recursive=True:
+                        listed.append(under) or files(self, table, under, recursive))
     recorder.on_trial_complete(0, [], trial)
     recorder.flush()
+    monkeypatch.undo()
+    assert listed and set(listed) == {"a"}  # its own folders only
     assert store.files("epochs") == ["a.parquet"]
     assert list(store.read_table("epochs")["epoch"]) == [1, 2, 3]

@@ -57,6 +57,8 @@ CONFIG_CASES = {
     "grid without values": (["--grid", "depth="], ["--grid 'depth='", "no values"]),
     "negative GPU fraction": (["--gpus-per-trial", "-0.5"], ["--gpus-per-trial -0.5"]),
     "GPU fraction above 1": (["--gpus-per-trial", "1.5"], ["--gpus-per-trial 1.5", "fraction in (0, 1]"]),
+    "zero logical CPUs": (["--num-cpus", "0"], ["--num-cpus 0", "must be >= 1"]),
+    "logical CPUs of a cluster": (["--num-cpus", "16", "--address", "127.0.0.1:1"], ["--num-cpus 16", "ray start"]),
     "empty sweep name": (["--name", ""], ["--name ''", "non-empty"]),
     "name with a separator": (["--name", "a/b"], ["--name 'a/b'", "path separators"]),
     "name with ..": (["--name", ".."], ["--name '..'", "'..'"]),
