@@ -5,10 +5,11 @@
 
 On a cluster the driver sees results from dozens of trials at once and writes every row. Here a private
 Ray advertises 16 logical CPUs (`--num-cpus 16`, one per trial), so 16 trials run at once on this
-machine's cores, and each trial does almost nothing (a one-conv CNN, 2 epochs of 64 synthetic images):
+machine's cores, and each trial does almost nothing (a one-conv CNN, 2 epochs of 64 images of a tiny
+CIFAR-format folder: 16 workers each holding the 60,000-image synthetic set would need 21 GB):
 what is measured is the driver. Each sweep goes through the real runner (plan, Tuner, Recorder
 writing Parquet, the console view), with `--storage` a local folder or `s3://` on a local
-moto_server process (benchmarks/s3server.py).
+moto_server process (benchmarks/fixtures.py).
 
 For each storage and size it prints the sweep's wall time and the driver process's CPU time (all its
 threads: Tune's event loop and the Recorder's writers), and the Recorder's own measure of how long a
@@ -47,13 +48,13 @@ def driver_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def sweep(n: int, storage: str) -> dict:
+def sweep(n: int, storage: str, data_dir: str) -> dict:
     from sweeps.grid import Sweep, axis
     from sweeps.runner import main
-    plan = Sweep(study="driver_scale", fixed={**TRIVIAL, "epochs": 2}, grid=axis("seed", list(range(n))),
-                 description="driver at scale")
+    plan = Sweep(study="driver_scale", fixed={**TRIVIAL, "dataset": "cifar10", "epochs": 2},
+                 grid=axis("seed", list(range(n))), description="driver at scale")
     argv = ["--storage", storage, "--name", f"n{n}", "--num-cpus", str(CONCURRENT), "--cpus-per-trial", "1",
-            "--progress-every", "60"]
+            "--progress-every", "60", "--data-dir", data_dir]
     err = io.StringIO()
     cpu, started = driver_cpu(), time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
@@ -68,10 +69,10 @@ def sweep(n: int, storage: str) -> dict:
     return dict(wall=wall, cpu=cpu, results=results, median_ms=median, p99_ms=p99)
 
 
-def measure(storage: str, sizes: list[int]) -> dict:
+def measure(storage: str, sizes: list[int], data_dir: str) -> dict:
     rows = {}
     for n in sizes:
-        rows[n] = sweep(n, storage)
+        rows[n] = sweep(n, storage, data_dir)
         print(f"  {storage}: {n} trials in {rows[n]['wall']:.1f} s", file=sys.stderr, flush=True)
     small = min(sizes)
     for n in sizes:
@@ -96,19 +97,21 @@ def main(argv=None) -> int:
     import torch
     print(describe(torch.device("cpu")))
     print(f"# {CONCURRENT} trials at once (ray.init(num_cpus={CONCURRENT})), {os.cpu_count()} cores; "
-          f"trivial trials: {TRIVIAL['model']} depth {TRIVIAL['depth']}, 2 epochs of {TRIVIAL['train_subset']} images")
+          f"trivial trials: {TRIVIAL['model']} depth {TRIVIAL['depth']}, 2 epochs of {TRIVIAL['train_subset']} images "
+          "(a 320-image CIFAR-format folder)")
+    from benchmarks.fixtures import moto_s3, write_cifar10
     table = {}
-    for storage in storages:
-        if storage == "local":
-            with tempfile.TemporaryDirectory() as root:
-                table[storage] = measure(root, sizes)
-        else:
-            from benchmarks.s3server import moto_s3
+    with tempfile.TemporaryDirectory() as root:
+        data_dir = str(write_cifar10(Path(root) / "c10", per_file=64))
+        for storage in storages:
+            if storage == "local":
+                table[storage] = measure(f"{root}/results", sizes, data_dir)
+                continue
             with moto_s3("bench") as env:
                 saved = {k: os.environ.get(k) for k in env}
                 os.environ.update(env)  # the driver and the Ray it starts reach the bucket through these
                 try:
-                    table[storage] = measure("s3://bench/driver", sizes)
+                    table[storage] = measure("s3://bench/driver", sizes, data_dir)
                 finally:
                     for k, v in saved.items():
                         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)

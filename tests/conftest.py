@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.s3server import free_port, moto_s3  # noqa: F401  (free_port: tests import it from here)
+from benchmarks.fixtures import free_port, moto_s3, write_cifar10  # noqa: F401  (tests import them from here)
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset"
@@ -19,22 +19,6 @@ def subset_dir() -> Path:
     if not (SUBSET / "cifar-10-batches-py" / "batches.meta").exists():
         pytest.skip(f"real CIFAR-10 subset not found at {SUBSET} (present in CI, absent in a fresh clone)")
     return SUBSET
-
-
-def write_cifar10(root: Path, per_file: int = 20, num_classes: int = 10, seed: int = 0) -> Path:
-    """A CIFAR-10-format folder with `per_file` random images in each of the six batch files."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
-        batch = {b"batch_label": name.encode(), b"labels": [int(i % num_classes) for i in range(per_file)],
-                 b"data": rng.integers(0, 256, (per_file, 3072), dtype=np.uint8),
-                 b"filenames": [f"{name}_{i}.png".encode() for i in range(per_file)]}
-        (folder / name).write_bytes(pickle.dumps(batch))
-    meta = {b"label_names": [f"class{i}".encode() for i in range(num_classes)], b"num_cases_per_batch": per_file}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
-    return root
 
 
 def write_cifar100(root: Path, n_train: int = 200, n_test: int = 100, seed: int = 0) -> Path:
@@ -68,7 +52,7 @@ BUCKET = "sweeps"  # created by s3_env
 
 @pytest.fixture(scope="module")
 def s3_env():
-    """moto_server in its own process (benchmarks/s3server.py) with the bucket BUCKET; yields the AWS
+    """moto_server in its own process (benchmarks/fixtures.py) with the bucket BUCKET; yields the AWS
     variables. Set them in every process that reads or writes s3://."""
     try:
         with moto_s3(BUCKET) as env:

@@ -1,13 +1,34 @@
-"""A local S3-protocol server for tests and benchmarks: moto's standalone `moto_server` (the test extra's
-`moto[server]`), its own process on 127.0.0.1 and a free port, with one bucket. It yields the standard AWS
-variables through which pyarrow and Ray reach it, as they would reach a real bucket."""
+"""What tests and benchmarks both set up: tiny CIFAR-format folders, and a local S3-protocol server
+(moto's standalone `moto_server`, the test extra's `moto[server]`, its own process on 127.0.0.1 and a free
+port, with one bucket), which yields the standard AWS variables through which pyarrow and Ray reach it,
+as they would reach a real bucket."""
 from __future__ import annotations
 
 import contextlib
+import pickle
 import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write_cifar10(root: Path, per_file: int = 20, num_classes: int = 10, seed: int = 0) -> Path:
+    """A CIFAR-10-format folder with `per_file` random images in each of the six batch files."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {b"batch_label": name.encode(), b"labels": [int(i % num_classes) for i in range(per_file)],
+                 b"data": rng.integers(0, 256, (per_file, 3072), dtype=np.uint8),
+                 b"filenames": [f"{name}_{i}.png".encode() for i in range(per_file)]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    meta = {b"label_names": [f"class{i}".encode() for i in range(num_classes)], b"num_cases_per_batch": per_file}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    return root
 
 
 def free_port() -> int:
