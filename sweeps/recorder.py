@@ -16,7 +16,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from sweeps.storage import (CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, FINAL, LAYER_COLUMNS, LINEAGE_COLUMNS,
-                            Store, arrow_rows)
+                            Store, arrow_rows, plain)
 from trainables.config import resolve
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
@@ -268,17 +268,12 @@ def latest_epoch(store: Store, trial_id: str, last: dict | None) -> dict | None:
     row = epochs.iloc[-1].to_dict()  # sorted by epoch: the newest is last
     if last and int(last.get("epoch", 0)) >= int(row["epoch"]):
         return last
-    return {**(last or {}), **{k: _plain(v) for k, v in row.items() if not _missing(v)}}
+    return {**(last or {}), **{k: plain(v) for k, v in row.items() if not _missing(v)}}
 
 
 def _missing(value) -> bool:
     """A null on disk: pandas reads it back as None, NaN or NA depending on the column's type."""
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
-
-
-def _plain(value):
-    """A plain Python value for a numpy scalar, as Ray's own results hold."""
-    return value.item() if hasattr(value, "item") and getattr(value, "ndim", None) == 0 else value
 
 
 def reconcile(store: Store, results, specs: list[dict], meta: dict) -> None:

@@ -382,14 +382,14 @@ def arrow_rows(rows: list[dict], columns=None) -> pa.Table:
     no value at all is typed float64, so that every file of a table shares one schema."""
     columns = list(columns) if columns else list(dict.fromkeys(k for row in rows for k in row))
     # from_pandas: a NaN is a null, as pandas writes it, so a text column may hold NaN for "none"
-    data = pa.table({c: pa.array([_plain(row.get(c)) for row in rows], from_pandas=True) for c in columns})
+    data = pa.table({c: pa.array([plain(row.get(c)) for row in rows], from_pandas=True) for c in columns})
     for i, field in enumerate(data.schema):
         if pa.types.is_null(field.type):
             data = data.set_column(i, field.name, pa.nulls(len(data), pa.float64()))
     return data
 
 
-def _plain(value):
+def plain(value):
     """A numpy scalar as a Python value."""
     return value.item() if hasattr(value, "item") and getattr(value, "ndim", None) == 0 else value
 
