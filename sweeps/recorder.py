@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 from ray import tune
-from ray.tune.logger import JsonLoggerCallback
 
 from sweeps.storage import (CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, FINAL, LAYER_COLUMNS, LINEAGE_COLUMNS,
                             Store, arrow_rows, plain)
+from sweeps.tune_files import params_json, result_line, trial_folder, write_trial_files
 from trainables.config import resolve
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
@@ -66,17 +66,6 @@ def outcome(spec: dict, last: dict, error: str = "") -> str:
     return "early_stopped" if int(last.get("epoch", 0)) < planned else "completed"
 
 
-class ScalarJsonLogger(JsonLoggerCallback):
-    """Tune's result.json per trial, scalars only. Tune's ResultGrid (what `Tuner.fit()` returns) reads each
-    trial's metrics from result.json or progress.csv, and warned "Could not fetch metrics" for every trial
-    once Tune's default loggers were off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, which saves the CSV and
-    TensorBoard copies and their warnings on lists). This restores the one file it needs, without the
-    per-layer and per-class lists, which Parquet holds: `result.metrics_dataframe` works again."""
-
-    def log_trial_result(self, iteration: int, trial, result: dict):
-        super().log_trial_result(iteration, trial, {k: v for k, v in result.items() if not isinstance(v, list)})
-
-
 class Recorder(tune.Callback):
     """Writes epochs/layers rows on every result and the trial row when a trial starts and ends.
 
@@ -84,7 +73,8 @@ class Recorder(tune.Callback):
     never hold up Tune's event loop. Each trial has at most one write in flight: its next result
     waits for it, so a killed driver loses at most the epoch being written, per running trial, and a
     write's error surfaces at that trial's next result or at the end. When a trial ends, its epoch
-    files are compacted (Store.compact_trial) and then its final row is written.
+    files are compacted (Store.compact_trial), its final row is written, and so are Tune's result.json
+    and params.json for it (sweeps/tune_files.py: Tune's ResultGrid reads them).
 
     It keeps no state that matters: Ray pickles callbacks with the experiment, and a
     resumed sweep rebuilds the same files from what the trials report again.
@@ -99,12 +89,13 @@ class Recorder(tune.Callback):
         self.latencies: list[float] = []  # seconds from a trial's report to its epoch row on storage
         self.written: dict[str, dict] = {}  # trial_id -> {table: {epoch: Arrow table}} this driver wrote
         self.foldable: list[tuple] = []  # (trial_id, {table: Arrow table}) of finished trials, compacted
+        self.tune_lines: dict[str, dict[int, str]] = {}  # trial_id -> {epoch: its result.json line}, running trials
         self._pool = None
         self._pending = {}  # trial_id -> the future of its latest write
 
     def __getstate__(self):
         return {**self.__dict__, "_store": None, "_pool": None, "_pending": {}, "latencies": [], "written": {},
-                "foldable": []}
+                "foldable": [], "tune_lines": {}}
 
     @property
     def store(self) -> Store:
@@ -136,6 +127,9 @@ class Recorder(tune.Callback):
             self._wait(trial_id)
 
     def on_experiment_end(self, trials, **info):
+        for trial in trials:  # still running when the sweep stopped: Tune's files for what they reported
+            if trial.trial_id in self.tune_lines:
+                self._write_tune_files(trial)
         self.flush()  # every trial's last write, so that all finished trials are foldable
         if self.foldable:
             self._fold()
@@ -160,6 +154,7 @@ class Recorder(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         store, trial_id, epoch = self.store, trial.trial_id, int(result["epoch"])
         self.newest[trial_id] = result
+        self.tune_lines.setdefault(trial_id, {})[epoch] = result_line(result)
         search_keys = self.meta.get("search_keys", ())
         row = {c: result.get(c, math.nan) for c in EPOCH_COLUMNS}
         row.update(trial_id=trial_id, sweep=self.meta["sweep"])
@@ -222,9 +217,15 @@ class Recorder(tune.Callback):
             if status in FINAL:  # never runs again: it can go into a part file
                 self.foldable.append((trial_id, {**tables, "trials": arrow_rows([row])}))
         self._submit(trial_id, close)
+        self._write_tune_files(trial)
         self.newest.pop(trial_id, None)
         if len(self.foldable) >= FOLD_EVERY:
             self._fold()
+
+    def _write_tune_files(self, trial) -> None:
+        store, lines = self.store, self.tune_lines.pop(trial.trial_id, {})
+        folder, params = trial_folder(trial), params_json(trial)  # read on Tune's thread
+        self._submit(trial.trial_id, lambda: write_trial_files(store, folder, params, lines))
 
     def _fold(self) -> None:
         batch, self.foldable = self.foldable, []  # appended to by writer threads: swap, then read

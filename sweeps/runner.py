@@ -243,7 +243,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     from ray import tune
 
     from sweeps.console import ConsoleView, emit, header_lines, plan_keys
-    from sweeps.recorder import Recorder, ScalarJsonLogger, reconcile
+    from sweeps.recorder import Recorder, reconcile
     from sweeps.trackers import callbacks as tracker_callbacks
     from trainables.ray_trainable import run_trial
 
@@ -254,8 +254,8 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
                 else settings.get("pbt_mutate", []))
     # Our Recorder writes the results. Tune's own CSV/JSON/TensorBoard loggers would write them a
     # second time, at 0.2 s per trial (0.39 vs 0.17 s of sweep overhead, docs/benchmarks.md), and warn
-    # that they cannot log the per-layer lists. Export the variable as 0 to get them back. Only the
-    # scalars of result.json come back (ScalarJsonLogger): Tune's ResultGrid reads its metrics there.
+    # that they cannot log the per-layer lists. Export the variable as 0 to get them back. The Recorder
+    # writes the one file Tune's ResultGrid reads, each trial's result.json (sweeps/tune_files.py).
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     address = ray_address(args)
     try:
@@ -322,7 +322,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
                     name="tune", storage_path=store.uri, verbose=verbose,
                     # the trackers (--log) and the console view come after the Recorder: they show the
                     # status it decided
-                    callbacks=[ScalarJsonLogger(), recorder := Recorder(store.storage, store.name, meta, specs),
+                    callbacks=[recorder := Recorder(store.storage, store.name, meta, specs),
                                *tracker_callbacks(args.log, recorder, sorted(args.sampled)), console(recorder)],
                     failure_config=tune.FailureConfig(max_failures=args.max_failures),
                     # PBT warns below 3: it must keep the checkpoint a donor is copied from

@@ -363,6 +363,14 @@ class Store:
         with self.fs.open_input_stream(self.path(relpath)) as f:
             return json.loads(f.read())
 
+    def read_bytes(self, relpath: str) -> bytes | None:
+        """The file's bytes, or None where there is no such file."""
+        try:
+            with self.fs.open_input_stream(self.path(relpath)) as f:
+                return f.readall()
+        except FileNotFoundError:
+            return None
+
     def finalize_statuses(self) -> pd.DataFrame:
         """Mark trials that were still running when the sweep ended as `stopped`; return the trials table."""
         trials = self.read_table("trials")

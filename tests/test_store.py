@@ -4,6 +4,7 @@ their copies, no duplicates after a crash mid-compaction, one frame from `pd.rea
 step of the recorder listing or reading a whole table on a result."""
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -93,7 +94,8 @@ def test_hidden_temporaries_are_never_read(tmp_path):
 
 def fake_trial(trial_id: str, last=None):
     return SimpleNamespace(trial_id=trial_id, config={"trial": 0}, last_result=last or {}, num_failures=0,
-                           get_error=lambda: None)
+                           get_error=lambda: None,
+                           storage=SimpleNamespace(experiment_dir_name="tune", trial_dir_name=f"run_{trial_id}"))
 
 
 def test_the_recorder_lists_only_the_trial_it_writes(tmp_path, monkeypatch):
@@ -129,6 +131,9 @@ def test_the_recorder_lists_only_the_trial_it_writes(tmp_path, monkeypatch):
     trials = store.read_table("trials").set_index("trial_id")
     assert list(trials["status"]) == ["completed", "completed"] and list(trials["epochs_completed"]) == [3, 3]
     assert len(store.read_table("layers")) == 18 and len(recorder.latencies) == 6
+    # Tune's result.json (what its ResultGrid reads): written once, at the trial's end, scalars only
+    lines = (tmp_path / "s" / "tune" / "run_t1" / "result.json").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3] and "layers" not in lines[0]
 
 
 def test_a_failed_write_surfaces_on_tunes_thread(tmp_path, monkeypatch):
