@@ -244,6 +244,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
 
     from sweeps.console import ConsoleView, emit, header_lines, plan_keys
     from sweeps.recorder import Recorder, reconcile
+    from sweeps.tune_state import SlimTuneState
     from sweeps.trackers import callbacks as tracker_callbacks
     from trainables.ray_trainable import run_trial
 
@@ -255,7 +256,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     # Our Recorder writes the results. Tune's own CSV/JSON/TensorBoard loggers would write them a
     # second time, at 0.2 s per trial (0.39 vs 0.17 s of sweep overhead, docs/benchmarks.md), and warn
     # that they cannot log the per-layer lists. Export the variable as 0 to get them back. The Recorder
-    # writes the one file Tune's ResultGrid reads, each trial's result.json (sweeps/tune_files.py).
+    # writes the one file Tune's ResultGrid reads, each trial's result.json (sweeps/tune_state.py).
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     address = ray_address(args)
     try:
@@ -323,7 +324,8 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
                     # the trackers (--log) and the console view come after the Recorder: they show the
                     # status it decided
                     callbacks=[recorder := Recorder(store.storage, store.name, meta, specs),
-                               *tracker_callbacks(args.log, recorder, sorted(args.sampled)), console(recorder)],
+                               *tracker_callbacks(args.log, recorder, sorted(args.sampled)), console(recorder),
+                               SlimTuneState()],  # last: it takes the lists out of each result
                     failure_config=tune.FailureConfig(max_failures=args.max_failures),
                     # PBT warns below 3: it must keep the checkpoint a donor is copied from
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if settings["scheduler"] == "pbt" else 2)))
@@ -340,18 +342,22 @@ def renew_console(tuner, console, verbose: int) -> None:
     """A restored Tuner brings back the first run's callbacks and verbosity (Tuner.restore takes no new
     RunConfig), so this run's --verbose and --progress-every would be lost. Reach into the restored run
     config (Tuner._local_tuner: no public way in Ray 2.60) and put a fresh ConsoleView after the restored
-    Recorder, replacing the old one (a sweep started before the view existed gets one too)."""
+    Recorder, replacing the old one (a sweep started before the view existed gets one too), and a
+    SlimTuneState last (a sweep started before it existed gets one; an earlier version's result.json
+    logger goes)."""
     from sweeps.console import ConsoleView
     from sweeps.recorder import Recorder
+    from sweeps.tune_state import ScalarJsonLogger, SlimTuneState
     local = getattr(tuner, "_local_tuner", None)
     run_config = local.get_run_config() if local is not None else None
     if run_config is None:  # Ray client mode: the restored view prints with the first run's settings
         return
     run_config.verbose = verbose
-    callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, ConsoleView)]
+    callbacks = [c for c in run_config.callbacks or []
+                 if not isinstance(c, (ConsoleView, SlimTuneState, ScalarJsonLogger))]
     recorder = next((c for c in callbacks if isinstance(c, Recorder)), None)
     if recorder is not None:
-        run_config.callbacks = callbacks + [console(recorder)]
+        run_config.callbacks = callbacks + [console(recorder), SlimTuneState()]
 
 
 def param_space(specs: list[dict], settings: dict, sampled: dict) -> dict:

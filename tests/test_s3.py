@@ -7,13 +7,16 @@ endpoint variables, as they would reach a real bucket.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
+import pyarrow.fs as pafs
 import pytest
 
 from analysis.results import load
+from sweeps.storage import Store
 from tests.conftest import BUCKET, REPO
 
 pytestmark = pytest.mark.slow
@@ -56,7 +59,12 @@ def test_sigkilled_driver_resumes_on_s3(s3_env, tmp_path, monkeypatch):
     argv = [sys.executable, str(script), "--data-dir", str(data), "--storage", f"s3://{BUCKET}/resume"]
     sweep = f"s3://{BUCKET}/resume/resumable"
 
-    before = kill_driver_when(argv, sweep, tmp_path, one_done_one_running)
+    def ready(tables):  # ... and Ray's state on the bucket has caught up with our rows (see ray_statuses)
+        found = one_done_one_running(tables)
+        done = [] if found is None else found.loc[found["status"] == "completed", "trial_id"]
+        return found if found is not None and all(ray_statuses(sweep).get(t) == "TERMINATED" for t in done) else None
+
+    before = kill_driver_when(argv, sweep, tmp_path, ready)
     again = subprocess.run([*argv, "--resume"], env=env(), cwd=tmp_path, capture_output=True, text=True,
                            timeout=400, start_new_session=True)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -66,3 +74,23 @@ def test_sigkilled_driver_resumes_on_s3(s3_env, tmp_path, monkeypatch):
     assert set(trials["status"]) == {"completed"} and sorted(trials["epochs_completed"]) == [1, 1, LONG, LONG]
     done = before[before["status"] == "completed"].set_index("trial_id")
     assert (trials.set_index("trial_id").loc[done.index, "finished_at"] == done["finished_at"]).all()
+
+
+def ray_statuses(sweep: str) -> dict:
+    """{trial_id: status} in the newest experiment state Ray has uploaded for the sweep.
+
+    Ray uploads its state in the background and skips a snapshot while the previous upload runs, so on
+    S3 it can lag our rows by a snapshot: a trial that completed in the last moment before a SIGKILL
+    is then run again by --resume (from its last checkpoint; its rows are replaced, not duplicated).
+    The test kills the driver once Ray has saved the completion, which is what it checks."""
+    store = Store.at(sweep)
+    try:
+        infos = store.fs.get_file_info(pafs.FileSelector(store.path("tune")))
+    except FileNotFoundError:
+        return {}
+    newest = max((i.path for i in infos if i.base_name.startswith("experiment_state-")), default=None)
+    if newest is None:
+        return {}
+    with store.fs.open_input_stream(newest) as f:
+        state = json.loads(f.readall())
+    return {trial["trial_id"]: trial["status"] for trial in (json.loads(t[0]) for t in state["trial_data"])}

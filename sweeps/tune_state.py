@@ -1,10 +1,10 @@
-"""Tune's own per-trial files, result.json and params.json, written straight to storage once per trial.
+"""What the sweep leaves to Tune: each trial's result.json and params.json, and a slim last result.
 
 Tune's ResultGrid (what `Tuner.fit()` and `Tuner.restore(...).get_results()` return) reads each trial's
 metrics from `<storage>/<sweep>/tune/<trial folder>/result.json`, and warns "Could not fetch metrics"
 for every trial that lacks it. Tune's own JsonLoggerCallback writes that file into the driver's
 staging folder, and Tune uploads the whole staging folder at every experiment-state snapshot: three
-small files per trial, every few seconds, so each snapshot grows with the sweep (36 to 52 s per
+small files per trial, every few seconds, so each snapshot grew with the sweep (36 to 52 s per
 snapshot at 1,000 trials on S3, docs/benchmarks.md). Instead, the Recorder keeps each running trial's
 scalar results as JSON lines and writes both files once, when the trial ends (or the sweep stops),
 with the trial's other writes: one PUT each on S3, off Tune's thread. The staging folder then holds
@@ -14,11 +14,17 @@ The per-layer and per-class lists stay out of result.json: Parquet holds them. A
 (a retry from a checkpoint) replaces its line. A trial resumed by a later driver keeps the lines an
 earlier driver wrote for the epochs before its restart; a trial whose driver was killed mid-trial
 has lines from its restart on (its Parquet epochs have them all).
+
+The experiment state itself holds every trial's last result, serialized whole at each snapshot. The
+lists are most of a result (a VGG's 16 layers x 11 statistics), so `SlimTuneState`, the last
+callback, takes them out of each result before Tune keeps it (Ray lets callbacks change a result in
+place), once the Recorder has written them and the trackers have logged them.
 """
 from __future__ import annotations
 
 import json
 
+from ray import tune
 from ray.tune.utils.util import SafeFallbackEncoder
 
 RESULT_FILE, PARAMS_FILE = "result.json", "params.json"
@@ -57,3 +63,16 @@ def write_trial_files(store, folder: str, params: bytes, lines: dict[int, str]) 
                 kept[epoch] = line
         lines = {**kept, **lines}
     store.write_bytes(f"{folder}/{RESULT_FILE}", "".join(lines[e] + "\n" for e in sorted(lines)).encode())
+
+
+class SlimTuneState(tune.Callback):
+    """The last callback: the result's lists leave it before Tune keeps it as the trial's last result."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        for key in [k for k, v in result.items() if isinstance(v, list)]:
+            del result[key]
+
+
+class ScalarJsonLogger(tune.Callback):
+    """What an earlier version wrote Tune's result.json with. A sweep started then pickled one with its
+    callbacks; it comes back as this, which does nothing, and `runner.renew_console` drops it."""

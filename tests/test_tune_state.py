@@ -1,4 +1,4 @@
-"""Tune's per-trial result.json and params.json (sweeps/tune_files.py): written by the Recorder straight
+"""Tune's per-trial result.json and params.json (sweeps/tune_state.py): written by the Recorder straight
 to storage when a trial ends, not through Tune's staging folder, whose every snapshot would upload them
 again. Tune's ResultGrid reads result.json; these tests read it the way Tune does."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
 
 from sweeps.recorder import Recorder
 from sweeps.storage import Store
-from sweeps.tune_files import write_trial_files
+from sweeps.tune_state import write_trial_files
 from tests.test_store import epoch_rows, fake_trial
 
 SPEC = dict(config=dict(epochs=4, task="train", lr=0.1), labels={}, facts={}, title="t", overrides={})
@@ -74,3 +74,15 @@ def test_a_trial_with_nothing_new_leaves_the_earlier_result_file_alone(tmp_path)
     write_trial_files(store, "tune/run_t1", b"{}", {1: '{"epoch": 1}'})
     write_trial_files(store, "tune/run_t1", b"{}", {})  # resumed, errored again before reporting
     assert (tmp_path / "s" / "tune" / "run_t1" / "result.json").read_text() == '{"epoch": 1}\n'
+
+
+def test_tune_keeps_each_trials_last_result_without_the_lists():
+    """SlimTuneState, the last callback, takes the lists out of the result Tune then keeps (Ray lets a
+    callback change it in place); what callbacks before it saw, and built from it, is untouched."""
+    from sweeps.tune_state import SlimTuneState
+    layers = [dict(layer=0, weight_std=1.0)]
+    result = dict(epoch=1, val_acc=0.5, layers=layers, classes=[], config={"trial": 0})
+    seen_before = dict(result)
+    SlimTuneState().on_trial_result(0, [], fake_trial("t1"), result)
+    assert result == dict(epoch=1, val_acc=0.5, config={"trial": 0})
+    assert seen_before["layers"] is layers and layers == [dict(layer=0, weight_std=1.0)]
