@@ -75,7 +75,8 @@ def fabricate(root: str, n: int) -> dict:
     started = time.perf_counter()
     last_note = started
     for first in range(0, n, CONCURRENT):
-        batch = [SimpleNamespace(trial_id=f"t{i:05d}", config={"trial": 0}, last_result={}, num_failures=0)
+        batch = [SimpleNamespace(trial_id=f"t{i:05d}", config={"trial": 0}, last_result={}, num_failures=0,
+                                 storage=SimpleNamespace(experiment_dir_name="tune", trial_dir_name=f"run_t{i:05d}"))
                  for i in range(first, min(first + CONCURRENT, n))]
         for trial in batch:
             recorder.on_trial_start(0, [], trial)
@@ -122,7 +123,8 @@ def read_times(path: str) -> dict:
 
 
 def on_disk(path: str) -> tuple[int, int]:
-    files = [p for p in Path(path).rglob("*") if p.is_file()]
+    # the tables only: Tune's per-trial result.json and params.json under tune/ are not read by `load`
+    files = [p for p in Path(path).rglob("*") if p.is_file() and p.relative_to(path).parts[0] != "tune"]
     return len(files), sum(p.stat().st_size for p in files)
 
 

@@ -128,9 +128,11 @@ class Recorder(tune.Callback):
             self._wait(trial_id)
 
     def on_experiment_end(self, trials, **info):
+        store = self.store
         for trial in trials:  # still running when the sweep stopped: Tune's files for what they reported
             if trial.trial_id in self.tune_lines:
-                self._write_tune_files(trial)
+                files = self._tune_files(trial)
+                self._submit(trial.trial_id, lambda files=files: write_trial_files(store, *files))
         self.flush()  # every trial's last write, so that all finished trials are foldable
         if self.foldable:
             self._fold()
@@ -211,22 +213,22 @@ class Recorder(tune.Callback):
         store, trial_id = self.store, trial.trial_id
         row = self._row(trial, status, last, error)
         written = self.written.pop(trial_id, None)
+        tune_files = self._tune_files(trial)
 
         def close():
             tables = store.compact_trial(trial_id, written)
             store.write_rows("trials", trial_id, [row])
             if status in FINAL:  # never runs again: it can go into a part file
                 self.foldable.append((trial_id, {**tables, "trials": arrow_rows([row])}))
-        self._submit(trial_id, close)
-        self._write_tune_files(trial)
+            write_trial_files(store, *tune_files)
+        self._submit(trial_id, close)  # one job: a second for this trial would wait for this one, on Tune's thread
         self.newest.pop(trial_id, None)
         if len(self.foldable) >= FOLD_EVERY:
             self._fold()
 
-    def _write_tune_files(self, trial) -> None:
-        store, lines = self.store, self.tune_lines.pop(trial.trial_id, {})
-        folder, params = trial_folder(trial), params_json(trial)  # read on Tune's thread
-        self._submit(trial.trial_id, lambda: write_trial_files(store, folder, params, lines))
+    def _tune_files(self, trial) -> tuple:
+        """What write_trial_files needs, read on Tune's thread: the trial object is Tune's to change."""
+        return trial_folder(trial), params_json(trial), self.tune_lines.pop(trial.trial_id, {})
 
     def _fold(self) -> None:
         batch, self.foldable = self.foldable, []  # appended to by writer threads: swap, then read

@@ -4,6 +4,7 @@ again. Tune's ResultGrid reads result.json; these tests read it the way Tune doe
 from __future__ import annotations
 
 import json
+import threading
 
 from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
 
@@ -86,3 +87,24 @@ def test_tune_keeps_each_trials_last_result_without_the_lists():
     SlimTuneState().on_trial_result(0, [], fake_trial("t1"), result)
     assert result == dict(epoch=1, val_acc=0.5, config={"trial": 0})
     assert seen_before["layers"] is layers and layers == [dict(layer=0, weight_std=1.0)]
+
+
+def test_a_trials_end_does_not_wait_on_tunes_thread_for_its_writes(tmp_path, monkeypatch):
+    """A trial's end is one background job (compaction, its row, Tune's files). A second job for the same
+    trial would wait for the first on Tune's thread (one write in flight per trial): on S3 that stalled
+    Tune's loop for every trial that ended."""
+    gate = threading.Event()
+    compact = Store.compact_trial
+
+    def slow_compaction(self, trial_id, written=None):
+        assert gate.wait(5), "on_trial_complete waited for the compaction"
+        return compact(self, trial_id, written)
+    monkeypatch.setattr(Store, "compact_trial", slow_compaction)
+    recorder = Recorder(str(tmp_path), "s", META, [SPEC])
+    trial = fake_trial("t1")
+    run(recorder, trial, [1, 2, 3, 4], end=None)
+    recorder.on_trial_complete(0, [], trial)
+    returned_first = not gate.is_set()
+    gate.set()
+    recorder.on_experiment_end([trial])
+    assert returned_first and list(tune_frame(tmp_path, trial)["epoch"]) == [1, 2, 3, 4]
