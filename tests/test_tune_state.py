@@ -4,6 +4,8 @@ again. Tune's ResultGrid reads result.json; these tests read it the way Tune doe
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import threading
 
 from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
@@ -108,3 +110,23 @@ def test_a_trials_end_does_not_wait_on_tunes_thread_for_its_writes(tmp_path, mon
     gate.set()
     recorder.on_experiment_end([trial])
     assert returned_first and list(tune_frame(tmp_path, trial)["epoch"]) == [1, 2, 3, 4]
+
+
+def test_a_finished_trials_empty_staging_folder_goes_and_one_with_files_stays(tmp_path):
+    """Tune copies its staging area to storage at every snapshot: an empty folder per finished trial
+    was a folder marker per trial per snapshot on S3."""
+    from sweeps.tune_state import SlimTuneState
+    done, failed, restored = (fake_trial(t) for t in ("t1", "t2", "t3"))
+    for trial in (done, failed, restored):
+        trial.local_path = str(tmp_path / "staging" / trial.trial_id)
+        os.makedirs(trial.local_path)
+        trial.is_finished = lambda: True
+    (tmp_path / "staging" / "t2" / "error.txt").write_text("RuntimeError: boom")
+    slim = SlimTuneState()
+    slim.on_trial_complete(0, [], done)
+    slim.on_trial_error(0, [], failed)
+    assert not os.path.exists(done.local_path) and os.path.exists(failed.local_path)
+    again = pickle.loads(pickle.dumps(slim))  # a resumed sweep: Tune made folders for all its trials again
+    os.makedirs(done.local_path)
+    again.on_step_begin(0, [done, failed, restored])
+    assert sorted(os.listdir(tmp_path / "staging")) == ["t2"]
