@@ -94,9 +94,9 @@ def test_gpu_request_on_a_machine_without_gpus(tmp_path, capsys, tiny_cifar10):
 
 def test_missing_data_folder_is_not_created(tmp_path, capsys):
     # A full sweep (a --smoke one falls back on synthetic images, tests/test_e2e.py). No network here:
-    # the download fails, and the folder it would have made is removed again.
-    line = run_bad(tmp_path, capsys, [], data_dir=tmp_path / "nowhere", smoke=False)
-    assert "no cifar10 data" in line and str(tmp_path / "nowhere") in line
+    # the download fails, and the folders it would have made are removed again, at every level.
+    line = run_bad(tmp_path, capsys, [], data_dir=tmp_path / "nowhere" / "shared" / "data", smoke=False)
+    assert "no cifar10 data" in line and str(tmp_path / "nowhere" / "shared" / "data") in line
     assert not (tmp_path / "nowhere").exists()
 
 

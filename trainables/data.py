@@ -113,6 +113,16 @@ def find_cifar_folder(name: str, data_dir: str | Path) -> Path | None:
     return None
 
 
+def first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (what mkdir(parents=True) would create)."""
+    path = path.absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
 def download_cifar(name: str, data_dir: Path) -> Path:
     spec = CIFAR[name]
     try:
@@ -137,13 +147,13 @@ def load_cifar(name: str, data_dir: str | Path, download: bool = True) -> Datase
                             f"'{spec['folder']}'.")
         if not download:
             raise DataError(f"no {name} data in {root}: expected '{root / spec['folder']}'")
-        created = not root.exists()
+        created = first_missing(root)
         root.mkdir(parents=True, exist_ok=True)
         try:
             folder = download_cifar(name, root)
         except DataError as exc:
-            if created:  # leave no empty folder behind a failed download
-                shutil.rmtree(root, ignore_errors=True)
+            if created is not None:  # leave no empty folders behind a failed download, at any level
+                shutil.rmtree(created, ignore_errors=True)
             raise DataMissing(str(exc)) from None
     meta = _unpickle(folder / spec["meta"])
     classes = [n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, spec["names_key"], folder / spec["meta"])]
