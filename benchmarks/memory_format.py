@@ -6,13 +6,13 @@
 This is the measurement behind `memory_format="auto"` meaning channels_last on
 every device (trainables/fast.py). Each model takes plain fp32 Adam steps on one
 fixed random batch of 64, so only the layout differs; the two layouts alternate
-over `--rounds` rounds and the table shows the median. The last line is
-`channels_last_speedup_min: <ratio>`, the smallest NHWC/NCHW ratio measured.
+over `--rounds` rounds, the first one rotating (benchmarks/rounds.py). The table shows each layout's
+median and the median per-round ratio with its interquartile range. The last line is
+`channels_last_speedup_min: <ratio>`, the smallest of the models' median NHWC/NCHW ratios.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.env import describe, pick  # noqa: E402
+from benchmarks.rounds import interleave, ratio, spread  # noqa: E402
 from trainables.config import resolve  # noqa: E402
 from trainables.inits import apply_init  # noqa: E402
 from trainables.models import build_model  # noqa: E402
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 40 on CPU, 200 on CUDA)")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = p.parse_args(argv)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -79,13 +80,12 @@ def main(argv=None) -> int:
         config = resolve(MODELS[name])
         steps = args.steps or ((200 if device.type == "cuda" else 40) if name.startswith("cnn") else
                                (100 if device.type == "cuda" else 10))
-        runs = {torch.contiguous_format: [], torch.channels_last: []}
-        for _ in range(args.rounds):
-            for fmt in runs:
-                runs[fmt].append(images_per_second(config, fmt, steps, device))
-        nchw, nhwc = (statistics.median(v) for v in runs.values())
-        ratios.append(nhwc / nchw)
-        print(f"| {name} | {nchw:,.0f} | {nhwc:,.0f} | {nhwc / nchw:.2f} |", flush=True)
+        runs = interleave({"nchw": lambda: images_per_second(config, torch.contiguous_format, steps, device),
+                           "nhwc": lambda: images_per_second(config, torch.channels_last, steps, device)}, args.rounds)
+        nhwc_over_nchw = ratio(runs["nhwc"], runs["nchw"])
+        ratios.append(nhwc_over_nchw.median)
+        print(f"| {name} | {spread(runs['nchw']).median:,.0f} | {spread(runs['nhwc']).median:,.0f} | "
+              f"{nhwc_over_nchw.text()} |", flush=True)
     print(f"channels_last_speedup_min: {min(ratios):.2f}")
     return 0
 

@@ -1,7 +1,7 @@
 """Train-step images/s: a seed-style loop vs our `train` (defaults) vs our fastest settings, side by side.
 
     python benchmarks/throughput.py            # depths 2, 5, 12 on CUDA if present, else CPU
-    python benchmarks/throughput.py --quick    # depth 5 only, a few steps (under a minute on a 2-core CPU)
+    python benchmarks/throughput.py --quick    # depth 5 only, short rounds (about a minute on a 2-core CPU)
 
 (a) seed-style: a torch Dataset of PIL images with torchvision transforms
     (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), a
@@ -13,9 +13,10 @@
     tens of seconds on a CPU).
 
 All three train the same study-000 CNN (32 filters, batch 64, Adam) on
-synthetic CIFAR-sized images on the same device, and the three are measured in
-interleaved rounds so load changes on a shared machine hit them alike; the table
-shows the median round. For (b) and (c), the speed is the training loop of the
+synthetic CIFAR-sized images on the same device. The three run once per round, in an order that rotates
+from round to round (benchmarks/rounds.py), so load changes on a shared machine hit them alike; the table
+shows each one's median round, and the ratios are medians of the per-round ratios with their interquartile
+range. For (b) and (c), the speed is the training loop of the
 second epoch (`it_per_s` x batch): the first epoch pays one-off costs (cuDNN
 autotuning, compilation). For (a), worker start-up and a few warm-up steps are
 excluded, which flatters the seed-style loop if anything.
@@ -24,12 +25,12 @@ excluded, which flatters the seed-style loop if anything.
     outside the step loop. `--diagnostics` measures what they cost a whole epoch (its `seconds`:
     steps, evaluation and metrics) of (b), against the same epoch with `diagnostics=false`, interleaved.
 
-The last line, `speedup_vs_seed_style_depth5: <ratio>`, is (b) over (a) at depth 5.
+The last line, `speedup_vs_seed_style_depth5: <ratio>`, is the median per-round (b)/(a) at depth 5; the line
+before it gives that ratio's spread.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.env import describe, pick  # noqa: E402
+from benchmarks.rounds import interleave, ratio, spread  # noqa: E402
 from trainables.config import resolve  # noqa: E402
 from trainables.data import make_synthetic  # noqa: E402
 from trainables.inits import apply_init  # noqa: E402
@@ -123,7 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="depth 5 only, few steps, no compile")
     p.add_argument("--depths", default=None, help="comma-separated depths (default 2,5,12; --quick: 5)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved repetitions; the median is shown")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="interleaved repetitions (default 7 with --quick, else 5); medians are shown")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the fastest settings")
     p.add_argument("--diagnostics", action="store_true",
@@ -132,8 +135,10 @@ def main(argv=None) -> int:
     device = pick(args.device)
     cuda = device.type == "cuda"
     depths = [int(d) for d in (args.depths or ("5" if args.quick else "2,5,12")).split(",")]
-    steps = args.steps or (6 if args.quick else (200 if cuda else 30))
-    rounds = args.rounds or (1 if args.quick else 3)
+    steps = args.steps or (12 if args.quick else (200 if cuda else 30))
+    rounds = args.rounds or (7 if args.quick else 5)
+    if steps < 1 or rounds < 1:
+        p.error("--steps and --rounds must be >= 1")
     compile_ = not (args.quick or args.no_compile)
     fastest = dict(grad_stats=False, compile=compile_)
     warmup = 3
@@ -142,31 +147,29 @@ def main(argv=None) -> int:
     print(f"# batch {BATCH}, {steps} timed steps, {rounds} round(s); fastest = {fastest} + precision/memory_format auto")
     rows = []
     for depth in depths:
-        runs = {"seed": [], "default": [], "fastest": []}
-        for _ in range(rounds):
-            runs["seed"].append(seed_style(data, depth, steps, warmup, device))
-            runs["default"].append(ours(data, depth, steps, device))
-            runs["fastest"].append(ours(data, depth, steps, device, **fastest))
-        med = {k: statistics.median(v) for k, v in runs.items()}
-        rows.append((depth, med))
+        runs = interleave({"seed": lambda: seed_style(data, depth, steps, warmup, device),
+                           "default": lambda: ours(data, depth, steps, device),
+                           "fastest": lambda: ours(data, depth, steps, device, **fastest)}, rounds)
+        med = {k: spread(v).median for k, v in runs.items()}
+        rows.append((depth, med, ratio(runs["default"], runs["seed"]), ratio(runs["fastest"], runs["seed"])))
         print(f"  depth {depth}: " + ", ".join(f"{k} {v:,.0f} img/s" for k, v in med.items()), file=sys.stderr)
-    print(f"\n| depth | (a) seed-style img/s | (b) ours default img/s | (c) ours fastest img/s | (b)/(a) | (c)/(a) |")
+    print("\n| depth | (a) seed-style img/s | (b) ours default img/s | (c) ours fastest img/s | (b)/(a) | (c)/(a) |")
     print("|---|---|---|---|---|---|")
-    for depth, med in rows:
+    for depth, med, b_over_a, c_over_a in rows:
         print(f"| {depth} | {med['seed']:,.0f} | {med['default']:,.0f} | {med['fastest']:,.0f} | "
-              f"{med['default'] / med['seed']:.2f} | {med['fastest'] / med['seed']:.2f} |")
+              f"{b_over_a.text()} | {c_over_a.text()} |")
     if args.diagnostics:
         for depth in depths:
-            with_, without = [], []
-            for _ in range(max(rounds, 3)):
-                with_.append(epoch_seconds(data, depth, steps, device, True))
-                without.append(epoch_seconds(data, depth, steps, device, False))
-            a, b = statistics.median(with_), statistics.median(without)
-            print(f"(d) depth {depth}: epoch {a:.3f} s with the diagnostics, {b:.3f} s without: "
-                  f"diagnostics_epoch_overhead_depth{depth}: {a / b:.3f}")
-    depth5 = dict(rows).get(5)
-    ratio = depth5["default"] / depth5["seed"] if depth5 else float("nan")
-    print(f"speedup_vs_seed_style_depth5: {ratio:.2f}")
+            runs = interleave({"with": lambda: epoch_seconds(data, depth, steps, device, True),
+                               "without": lambda: epoch_seconds(data, depth, steps, device, False)}, max(rounds, 3))
+            overhead = ratio(runs["with"], runs["without"])
+            print(f"(d) depth {depth}: epoch {spread(runs['with']).median:.3f} s with the diagnostics, "
+                  f"{spread(runs['without']).median:.3f} s without: diagnostics_epoch_overhead_depth{depth}: "
+                  f"{overhead.text(3)}")
+    depth5 = next((b_over_a for depth, _, b_over_a, _ in rows if depth == 5), None)
+    if depth5 is not None:
+        print(f"speedup_vs_seed_style_depth5 spread: {depth5.text()}")
+    print(f"speedup_vs_seed_style_depth5: {depth5.median if depth5 else float('nan'):.2f}")
     return 0
 
 

@@ -225,9 +225,22 @@ def last_number(stdout: str, key: str) -> float:
 
 @pytest.mark.slow
 def test_throughput_quick_prints_the_ratio_line():
-    out = run_benchmark("benchmarks/throughput.py", "--quick", "--steps", "2")
+    out = run_benchmark("benchmarks/throughput.py", "--quick", "--steps", "2", "--rounds", "2")
     assert last_number(out, "speedup_vs_seed_style_depth5") > 0
     assert "| 5 |" in out  # the depth-5 row of the table
+    assert "speedup_vs_seed_style_depth5 spread: " in out and "2 rounds)" in out
+
+
+def test_rounds_rotate_the_order_and_pair_ratios_by_round():
+    from benchmarks.rounds import interleave, ratio
+    calls = []
+    clock = iter(range(1, 100))
+    runs = interleave({name: (lambda name=name: calls.append(name) or float(next(clock))) for name in "abc"}, 3)
+    assert calls == list("abc") + list("bca") + list("cab")  # nobody always first
+    assert runs == {"a": [1.0, 6.0, 8.0], "b": [2.0, 4.0, 9.0], "c": [3.0, 5.0, 7.0]}
+    summary = ratio([2.0, 4.0, 9.0, 100.0], [1.0, 2.0, 3.0, 10.0])  # per-round ratios 2, 2, 3, 10
+    assert summary.median == 2.5 and (summary.low, summary.high, summary.n) == (2.0, 10.0, 4)
+    assert summary.q1 == 2.0 and summary.q3 == 4.75
 
 
 @pytest.mark.slow
