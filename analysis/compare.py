@@ -3,7 +3,8 @@
 Cells are matched on the config keys that vary within either sweep (the
 grid), so the same grid run twice lines up cell by cell even when a fixed
 setting or the code version differs; such fixed differences are listed in
-the header. Per cell: mean ± 95% t CI (n) of the metric in A and in B, the
+the header, and so are differences between the two sweeps' recorded
+environments (analysis/environment.py). Per cell: mean ± 95% t CI (n) of the metric in A and in B, the
 difference B - A with its Welch-Satterthwaite CI and Welch's t-test p-value
 (the two sweeps share no trials, so the test is unpaired).
 
@@ -20,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.plots import colours
-from analysis.document import Report, ReportError, sweep_header
+from analysis.document import Report, ReportError, sweep_header, sweep_record
+from analysis.environment import compare_environments
 from analysis.results import load
 from analysis.stats import cell_stats, describe_difference, format_cell, welch
 from analysis.tables import config_columns, finished, varying_keys
@@ -73,8 +75,11 @@ def compare(path_a: str, path_b: str, metric: str = "test_acc", out: str | None 
     scale, unit = (100.0, "points") if pct else (1.0, "units")
 
     report = Report(outdir, {"A": ta, "B": tb}, title=f"Compare A = {name_a} with B = {name_b} ({metric})")
-    for label, path, t in (("A", path_a, ta), ("B", path_b, tb)):
-        report.header.update({f"{label}: {k}": v for k, v in sweep_header(path, t).items()})
+    info_a, info_b = sweep_record(path_a), sweep_record(path_b)
+    for label, path, t, info in (("A", path_a, ta, info_a), ("B", path_b, tb, info_b)):
+        report.header.update({f"{label}: {k}": v for k, v in sweep_header(path, t, info).items()})
+    # numbers can move with torch, cuDNN or the CPU's vector unit as well as with the code
+    report.header["environment, A vs B"] = compare_environments(info_a, info_b, ta, tb)
     keys = join_keys(ta, tb)
     report.header["matched on"] = ", ".join(keys) or "nothing varies: one cell per sweep"
     report.caveats = [f"Fixed settings differ: {d}" for d in fixed_differences(ta, tb, keys)]

@@ -25,6 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.environment import describe as describe_environment  # noqa: E402
+from analysis.environment import trial_environments  # noqa: E402
 from analysis.html import render as render_html  # noqa: E402
 from analysis.results import open_store  # noqa: E402
 from analysis.stats import MIN_SEEDS, seed_warning  # noqa: E402
@@ -144,12 +146,19 @@ def data_caveats(trials: pd.DataFrame, protocol: dict) -> list[str]:
     return notes
 
 
-def sweep_header(path: str, trials: pd.DataFrame) -> dict:
-    """The facts a reader needs first: what ran, when, on which code and data, how it ended, what it cost."""
+def sweep_record(path: str) -> dict:
+    """The sweep's sweep.json, or {} for an older or hand-made sweep folder (callers fall back on the trials)."""
     try:
         info = open_store(path).read_json("sweep.json")
-    except Exception:  # an older or hand-made sweep folder: fall back on the trials table
-        info = {}
+    except Exception:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def sweep_header(path: str, trials: pd.DataFrame, info: dict | None = None) -> dict:
+    """The facts a reader needs first: what ran, when, on which code, environment and data, how it ended, what it
+    cost. `info`: the sweep.json when the caller has read it already."""
+    info = sweep_record(path) if info is None else info
     finished = trials["finished_at"].dropna().astype(str) if "finished_at" in trials else pd.Series([], dtype=str)
     when = info.get("started_at") or (finished.min() if len(finished) else "unknown")
     if len(finished):
@@ -159,12 +168,15 @@ def sweep_header(path: str, trials: pd.DataFrame) -> dict:
     dataset = ", ".join(data.values()) if data else ", ".join(sorted(trials.get("dataset", pd.Series()).unique()))
     counts = trials["status"].value_counts()
     seconds = float(trials["train_seconds"].fillna(0).sum()) if "train_seconds" in trials else 0.0
-    return {
+    header = {
         "sweep": f"{trials['sweep'].iloc[0]} (study {trials['study'].iloc[0]})",
         "date": f"{when} (report written {time.strftime('%Y-%m-%d %H:%M')})",
         "code version": ", ".join(sorted(trials["code_version"].dropna().astype(str).unique())),
+        "environment": describe_environment(info.get("environment")),
+        "trial environments": trial_environments(info, trials),
         "data set": f"{'/'.join(sources) or 'unknown'}: {dataset}",
         "trials": f"{len(trials)}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
         "compute time": f"{seconds / 3600:.2f} h ({seconds:,.0f} s summed over trials' train_seconds)",
         "command": " ".join(info.get("argv", [])) or "unknown",
     }
+    return {k: v for k, v in header.items() if v is not None}  # trial environments: only where they differ

@@ -107,6 +107,8 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(report.main_table)
+    if args.compare:  # a changed library or CPU can explain a difference as well as the code can
+        print(f"\nenvironment, A vs B: {report.header['environment, A vs B']}")
     print(f"\nreport: {report.outdir / 'report.html'} (and index.md)")
     return 0
 

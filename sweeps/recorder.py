@@ -6,6 +6,7 @@ exploit (the trainable reports `continued_from`) becomes a row of lineage.parque
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -21,8 +22,10 @@ from sweeps.tune_state import params_json, result_line, trial_folder, write_tria
 from trainables.config import resolve
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
-# Placement reported by trainables.ray_trainable.placement(): which node and logical GPUs, and when.
-PLACEMENT = ("node_id", "gpu_ids", "trial_started", "reported_at", "failures")
+# Placement reported by trainables.ray_trainable.placement(): which node and logical GPUs, and when; and what
+# the worker computes with (trainables/environment.py; the env_id's full record is in sweep.json).
+PLACEMENT = ("node_id", "gpu_ids", "trial_started", "reported_at", "failures", "env_id", "torch_version",
+             "device_name")
 # Storage writes in flight at once, one per trial at most: on local disk the work is CPU (Parquet encoding),
 # on S3 it is waiting on round trips, which overlap (benchmarks/results_scale.py, benchmarks/driver_scale.py).
 WRITE_THREADS = dict(local=2, remote=16)
@@ -91,12 +94,13 @@ class Recorder(tune.Callback):
         self.written: dict[str, dict] = {}  # trial_id -> {table: {epoch: Arrow table}} this driver wrote
         self.foldable: list[tuple] = []  # (trial_id, {table: Arrow table}) of finished trials, compacted
         self.tune_lines: dict[str, dict[int, str]] = {}  # trial_id -> {epoch: its result.json line}, running trials
+        self.environments: set[str] = set()  # env_ids this driver has filed in sweep.json
         self._pool = None
         self._pending = {}  # trial_id -> the future of its latest write
 
     def __getstate__(self):
         return {**self.__dict__, "_store": None, "_pool": None, "_pending": {}, "latencies": [], "written": {},
-                "foldable": [], "tune_lines": {}}
+                "foldable": [], "tune_lines": {}, "environments": set()}
 
     @property
     def store(self) -> Store:
@@ -176,6 +180,8 @@ class Recorder(tune.Callback):
             if rows:  # classes and confusion: study 004
                 tables.append((table, arrow_rows(rows, columns)))
         reported = float(result.get("reported_at", time.time()))
+        if "environment" in result:  # a trial's first result on its worker
+            self._file_environment(str(result.get("env_id", "")), result["environment"])
 
         written = self.written.setdefault(trial_id, {})
         for table, data in tables:  # kept until the trial ends: compacting it then needs no read-back
@@ -225,6 +231,25 @@ class Recorder(tune.Callback):
         self.newest.pop(trial_id, None)
         if len(self.foldable) >= FOLD_EVERY:
             self._fold()
+
+    def _file_environment(self, env_id: str, text: str) -> None:
+        """sweep.json's `environments` gains the worker's record the first time its env_id is seen: a read and a
+        write of sweep.json per distinct environment, not per trial. A provenance note must not stop a sweep."""
+        seen = self.__dict__.setdefault("environments", set())  # a Recorder pickled by an earlier version lacks it
+        if not env_id or env_id in seen:
+            return
+        seen.add(env_id)
+        store = self.store
+
+        def write():
+            try:
+                record = store.read_json("sweep.json")
+                if env_id not in record.setdefault("environments", {}):
+                    record["environments"][env_id] = json.loads(text)
+                    store.write_json("sweep.json", record)
+            except (OSError, ValueError) as exc:
+                print(f"warning: could not record environment {env_id} in sweep.json: {exc}", file=sys.stderr)
+        self._submit("sweep.json", write)  # the key serialises these read-modify-writes
 
     def _tune_files(self, trial) -> tuple:
         """What write_trial_files needs, read on Tune's thread: the trial object is Tune's to change."""

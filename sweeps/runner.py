@@ -246,6 +246,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     from sweeps.recorder import Recorder, reconcile
     from sweeps.tune_state import SlimTuneState
     from sweeps.trackers import callbacks as tracker_callbacks
+    from trainables.environment import collect as environment
     from trainables.ray_trainable import run_trial
 
     settings = args.search_settings
@@ -281,7 +282,9 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
                 **meta, description=sweep.description.strip(), argv=sys.argv, smoke=args.smoke,
                 seeds=args.seeds, max_failures=args.max_failures, started_at=started_at, host=socket.gethostname(),
                 data={name: d.describe() for name, d in datasets.items()}, plan=plan_record(specs),
-                search=settings, resume_policy=search.RESUME_POLICY[settings["scheduler"]], log=args.log))
+                search=settings, resume_policy=search.RESUME_POLICY[settings["scheduler"]], log=args.log,
+                # the driver's; each trial's worker reports its own env_id, filed under `environments`
+                environment=environment()))
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, specs=specs, datasets=datasets, cpus_per_trial=args.cpus_per_trial,
                                  search=dict(metric=settings["metric"], mode=settings["mode"],

@@ -1,13 +1,16 @@
 """Study 000 end to end through a real Ray: --smoke run, exact Parquet rows, then the report."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+import torch
 
 from tests.conftest import REPO
+from trainables.environment import FIELDS, env_id
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +72,21 @@ def test_report_builds_from_the_smoke_output(smoke_sweep):
         assert (report / name).stat().st_size > 0
     table = pd.read_csv(report / "final_test_acc_long.csv")
     assert len(table) == 4 and set(table["n"]) == {1}
+    assert f"torch {torch.__version__}" in (report / "report.html").read_text()  # the recorded environment
+
+
+def test_the_sweep_records_the_drivers_environment_and_each_trials(smoke_sweep):
+    path, _ = smoke_sweep
+    record = json.loads((path / "sweep.json").read_text())
+    driver = record["environment"]
+    assert list(driver) == [*FIELDS, "env_id"] and driver["env_id"] == env_id(driver)
+    assert driver["torch"] == torch.__version__
+    trials = pd.read_parquet(path / "trials.parquet")
+    # every row names its worker's environment, and sweep.json holds that environment's full record
+    assert trials["env_id"].notna().all() and set(trials["env_id"]) == set(record["environments"])
+    assert all(env_id(env) == key for key, env in record["environments"].items())
+    assert set(trials["torch_version"]) == {torch.__version__}
+    assert set(trials["device_name"]) <= {env["cpu"] for env in record["environments"].values()}  # CPU trials
 
 
 def test_existing_sweep_name_is_refused(smoke_sweep):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats as sps
 
 from analysis import report as report_mod
@@ -228,6 +229,42 @@ def test_compare_two_sweeps(tmp_path):
     assert row["p"] == pytest.approx(sps.ttest_ind(np.add(values_a, 5), values_a, equal_var=False).pvalue)
     page = (out / "report.html").read_text()
     assert "B higher than A by 5.0" in page and "only in B" in page and "as few as 0 seed(s)" in page
+
+
+def test_report_header_states_the_environment_or_that_it_was_not_recorded(tmp_path):
+    from trainables.environment import collect
+    env = collect()
+    path = fake_sweep(tmp_path, "dg", seeds=1)
+    old = (report_mod.build_report(str(path)).outdir / "index.md").read_text()
+    assert "- environment: environment not recorded" in old  # a sweep from before issue 21
+    Store(str(tmp_path), "dg").write_json("sweep.json", dict(argv=["sweeps/depth_grid.py"], environment=env))
+    rep = report_mod.build_report(str(path))
+    line = next(ln for ln in (rep.outdir / "index.md").read_text().splitlines() if ln.startswith("- environment:"))
+    assert f"torch {torch.__version__}" in line and f"numpy {np.__version__}" in line and env["env_id"] in line
+    assert f"torch {torch.__version__}" in (rep.outdir / "report.html").read_text()
+
+
+def test_compare_lists_environment_differences(tmp_path, capsys):
+    from trainables.environment import collect, env_id
+    env = collect()
+    a, b = fake_sweep(tmp_path, "a", seeds=1), fake_sweep(tmp_path, "b", seeds=1)
+
+    def compared(env_a, env_b) -> str:
+        for name, e in (("a", env_a), ("b", env_b)):
+            Store(str(tmp_path), name).write_json("sweep.json", {"environment": e} if e else {})
+        capsys.readouterr()
+        assert report_mod.main(["--compare", str(a), str(b)]) == 0
+        line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("environment, A vs B: "))
+        assert line.partition(": ")[2] in (a / "report" / "compare-b" / "report.html").read_text()
+        return line.partition(": ")[2]
+
+    assert compared(None, None) == "environment not recorded for A and B"
+    assert compared(None, env) == "environment not recorded for A"
+    assert compared(env, dict(env)) == "same environment"
+    newer = dict(env, torch="9.9.9", cpu_capability="AVX512")
+    newer["env_id"] = env_id(newer)
+    assert compared(env, newer) == f"torch: {env['torch']} vs 9.9.9; cpu_capability: {env['cpu_capability']} vs " \
+                                   "AVX512 (A vs B)"
 
 
 def test_cli_errors(tmp_path, capsys):

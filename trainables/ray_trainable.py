@@ -6,6 +6,7 @@ Nothing here depends on the trial's working directory.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -14,7 +15,9 @@ import time
 import torch
 from ray import tune
 
+from trainables import environment
 from trainables.config import resolve
+from trainables.fast import pick_device
 from trainables.tasks import run_task
 
 STATE_FILE = "state.pt"
@@ -47,6 +50,11 @@ def run_trial(trial: dict, specs: list[dict], datasets: dict, cpus_per_trial: fl
     picked = {k: trial[k] for k in search["keys"] if k in trial}
     if any(config[k] != v for k, v in picked.items()):
         config = resolve({**spec["overrides"], **picked})  # values the searcher or PBT chose for this trial
+    env = environment.collect()
+    where.update(env_id=env["env_id"], torch_version=env["torch"],
+                 device_name=environment.device_name(env, pick_device(config).type))
+    # The whole record, with the first result only: the Recorder files each env_id it has not seen in sweep.json
+    first = {"environment": json.dumps(env)}
     me = tune.get_context().get_trial_id()
     resume, lineage = None, {}
     checkpoint = tune.get_checkpoint()
@@ -58,9 +66,10 @@ def run_trial(trial: dict, specs: list[dict], datasets: dict, cpus_per_trial: fl
 
     def report(metrics: dict, state: dict | None) -> None:
         in_force = {k: config[k] for k in search["keys"] if k not in metrics}
-        metrics = {**metrics, **in_force, **where, **lineage, "reported_at": time.time(),
+        metrics = {**metrics, **in_force, **where, **lineage, **first, "reported_at": time.time(),
                    "objective": objective(metrics, search)}
         lineage.clear()  # only the first epoch after an exploit carries it
+        first.clear()
         if state is None:
             tune.report(metrics)
             return
@@ -73,7 +82,8 @@ def run_trial(trial: dict, specs: list[dict], datasets: dict, cpus_per_trial: fl
 
 def placement() -> dict:
     """Where this trial runs, reported with every result: the Ray node (several nodes can share an
-    IP), the logical GPU ids Ray assigned, and when the trial (or its latest retry) started."""
+    IP), the logical GPU ids Ray assigned, and when the trial (or its latest retry) started.
+    run_trial adds what the worker computes with (trainables/environment.py)."""
     import ray
     return dict(node_id=ray.get_runtime_context().get_node_id(),
                 gpu_ids=",".join(str(g) for g in ray.get_gpu_ids()), trial_started=time.time())
