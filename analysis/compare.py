@@ -25,7 +25,7 @@ from analysis.document import Report, ReportError, sweep_header, sweep_record
 from analysis.environment import compare_environments
 from analysis.results import load
 from analysis.stats import cell_stats, describe_difference, format_cell, welch
-from analysis.tables import config_columns, finished, varying_keys
+from analysis.tables import config_columns, finished, fmt, varying_keys
 
 
 def join_keys(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
@@ -103,7 +103,7 @@ def compare(path_a: str, path_b: str, metric: str = "test_acc", out: str | None 
 
 
 def dot_plot(res: pd.DataFrame, keys: list[str], ylabel: str, name_a: str, name_b: str):
-    labels = [", ".join(f"{k}={r[k]}" for k in keys) or "all" for _, r in res.iterrows()]
+    labels = [", ".join(f"{k}={fmt(r[k])}" for k in keys) or "all" for _, r in res.iterrows()]
     x = np.arange(len(res))
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(res) + 2), 4.2))
     palette = colours(["A", "B"])

@@ -5,7 +5,7 @@ import pandas as pd
 
 from analysis.plots import errorbar_lines, panel_lines
 from analysis.document import Report
-from analysis.tables import paired_table, stat_table, varying_keys
+from analysis.tables import fmt, paired_table, stat_table, varying_keys
 
 
 def build(report: Report, tables: dict) -> None:
@@ -22,7 +22,7 @@ def build(report: Report, tables: dict) -> None:
     extra = {k: stats[k].iloc[0] for k in rows if k not in ("init", "activation")}
     shown = stats[(stats[list(extra)] == pd.Series(extra)).all(axis=1)] if extra else stats
     if len(shown):
-        at = "".join(f", {k}={v}" for k, v in extra.items())
+        at = "".join(f", {k}={fmt(v)}" for k, v in extra.items())
         report.figure("final_test_acc_vs_depth", errorbar_lines(
             shown, "depth", "init", style="activation", reference="source", xlabel="depth (conv layers)",
             ylabel="final test accuracy (%)",

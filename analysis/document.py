@@ -30,6 +30,7 @@ from analysis.environment import trial_environments  # noqa: E402
 from analysis.html import render as render_html  # noqa: E402
 from analysis.results import open_store  # noqa: E402
 from analysis.stats import MIN_SEEDS, seed_warning  # noqa: E402
+from sweeps.progress import fmt  # noqa: E402
 
 REFERENCE_FILE = Path(__file__).with_name("reference.json")
 FLOAT_FORMAT = ".4g"  # numbers in Markdown tables: 4 significant digits
@@ -138,7 +139,7 @@ def data_caveats(trials: pd.DataFrame, protocol: dict) -> list[str]:
                 if len(used) > MAX_LISTED and all(isinstance(u, (int, float)) for u in used):  # a sampled key
                     here = f"{len(used)} values from {used[0]:.3g} to {used[-1]:.3g}"
                 else:
-                    here = ", ".join(map(str, used))
+                    here = ", ".join(map(fmt, used))
                 notes.append(f"{key} = {here} here; the source used {wanted}.")
     seeds = trials.groupby([c for c in ("study",) if c in trials]).seed.nunique().min() if "seed" in trials else 1
     if seeds < MIN_SEEDS:

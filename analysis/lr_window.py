@@ -45,7 +45,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from analysis.document import Report, ReportError  # noqa: E402
 from analysis.search import search_settings  # noqa: E402
 from analysis.stats import cell_stats, describe_difference, format_cell, format_p, paired  # noqa: E402
-from analysis.tables import varying_keys  # noqa: E402
+from analysis.tables import fmt, varying_keys  # noqa: E402
 
 BASE_KEYS = ("init", "depth", "bn", "optimizer")
 JUDGED = ("completed", "early_stopped", "diverged")  # trials with a final value to judge
@@ -242,7 +242,7 @@ def key_text(k: str, v) -> str:
         return f"depth {v}"
     if k in ("init", "optimizer", "opt"):
         return str(v)
-    return f"{k}={v}"
+    return f"{k}={fmt(v)}"
 
 
 def context_text(keys, values) -> str:

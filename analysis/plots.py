@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from sweeps.progress import fmt  # noqa: E402
+
 PALETTE = plt.get_cmap("tab10").colors
 
 
@@ -88,7 +90,7 @@ def panel_lines(df: pd.DataFrame, panel: list[str], line: str, x: str, y: str, *
             label = f"{line}={value}" + (f" ({sty})" if style else "")
             ax.plot(mean.index, mean.values, ls, color=palette[value], marker="o", ms=3, label=label)
         if panel:  # a single panel carries the figure title only once, as the suptitle
-            ax.set_title(", ".join(f"{k}={v}" for k, v in zip(panel, key)))
+            ax.set_title(", ".join(f"{k}={fmt(v)}" for k, v in zip(panel, key)))
         if pd.api.types.is_integer_dtype(df[x]):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and layers: no 1.2, 1.4 ticks
         ax.set_xlabel(xlabel)

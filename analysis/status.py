@@ -4,7 +4,7 @@ It reads only sweep.json, trials.parquet and epochs.parquet (through sweeps.stor
 while the sweep runs, after its driver died, and from another machine against an s3:// URI:
 
     sweep mixed (study depth_grid): 10 trials planned
-    data: cifar10 (subset): 500 train / 10000 test images, 10 classes
+    data: cifar10 (subset): trials use 500 train / 1017 test of 5085 train / 1017 test images, 10 classes
     results: /tmp/status_demo/mixed
     trials: 3 completed, 1 running, 2 pending, 1 early_stopped, 1 diverged, 1 error, 1 stopped
     running: depth=5 init=normal lr=0.01  epoch 2/5  val_acc 0.410

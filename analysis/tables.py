@@ -24,7 +24,7 @@ import pandas as pd
 from analysis.document import Report, reference
 from analysis.stats import cell_stats, format_cell, format_p, paired
 # which keys tell trials apart: in sweeps.progress, so the live console view titles trials the same way
-from sweeps.progress import config_columns, varying_keys  # noqa: F401 (re-exported)
+from sweeps.progress import config_columns, fmt, varying_keys  # noqa: F401 (re-exported)
 
 FINISHED = ("completed", "diverged")  # trials with a final metric; errored/stopped ones are counted in the header
 # stat_table: statistics over completed trials; trials with these statuses are counted and named in the cell.
@@ -82,7 +82,7 @@ def follows(values: pd.Series, wanted) -> pd.Series:
 
 
 def protocol_text(protocol: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in protocol.items())
+    return ", ".join(f"{k}={fmt(v)}" for k, v in protocol.items())
 
 
 def outcome_counts(trials: pd.DataFrame, keys: list[str], protocol: dict) -> pd.DataFrame:
@@ -208,7 +208,7 @@ def paired_table(report: Report, name: str, trials: pd.DataFrame, value: str, *,
     if not len(res):
         return res
     tested = int(res["p"].notna().sum())
-    lines = [f"- {', '.join(f'{k}={v}' for k, v in zip(by, r[by]))}: {r['statement']}"
+    lines = [f"- {', '.join(f'{k}={fmt(v)}' for k, v in zip(by, r[by]))}: {r['statement']}"
              + (f" (Holm-adjusted over {tested} cells: {format_p(r['p_holm'])})" if tested > 1 and pd.notna(r["p"]) else "")
              for _, r in res.iterrows()]
     report.text(f"**{caption}**\n\n" + "\n".join(lines))

@@ -1,7 +1,7 @@
 """The live console view of a running sweep: what `python sweeps/<study>.py ...` prints while Tune runs.
 
     sweep demo (study console_test): 3 trials planned                       the header, once
-    data: synthetic (synthetic): 50000 train / 10000 test images, 10 classes
+    data: synthetic (synthetic): trials use 384 train / 256 test of 50000 train / 10000 test images, ...
     results: /tmp/mywork/res/demo
     start  lr=1e+10                                                          a trial starts: the keys that vary
     start  lr=0.01
@@ -60,10 +60,9 @@ def plan_keys(specs: list[dict], meta: dict) -> list[str]:
     return keys
 
 
-def header_lines(name: str, study: str, settings: dict, datasets: dict, uri: str, resumed: bool = False) -> list[str]:
-    """The header the runner prints once, before Tune starts."""
-    return progress.header_lines(name, study, settings.get("trials"), settings,
-                                 {k: d.describe() for k, d in datasets.items()}, uri,
+def header_lines(name: str, study: str, settings: dict, data: dict, uri: str, resumed: bool = False) -> list[str]:
+    """The header the runner prints once, before Tune starts; `data`: name -> description (describe_data)."""
+    return progress.header_lines(name, study, settings.get("trials"), settings, data, uri,
                                  note="resumed" if resumed else "")
 
 

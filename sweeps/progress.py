@@ -5,7 +5,7 @@ Tune's callbacks, never by storage) and `python -m analysis.status` (fed by the 
 is printed once; the summary again and again:
 
     sweep mixed (study depth_grid): 10 trials planned                       header_lines()
-    data: cifar10 (subset): 500 train / 10000 test images, 10 classes
+    data: cifar10 (subset): trials use 500 train / 1017 test of 5085 train / 1017 test images, 10 classes
     results: /tmp/status_demo/mixed
     trials: 3 completed, 1 running, 2 pending, 1 early_stopped, 1 diverged, 1 error, 1 stopped   summary_lines()
     running: depth=5 init=normal lr=0.01  epoch 2/5  val_acc 0.410

@@ -221,6 +221,21 @@ def load_data(specs: list[dict], data_dir: str, smoke: bool = False) -> dict:
     return datasets
 
 
+def describe_data(datasets: dict, specs: list[dict]) -> dict[str, str]:
+    """Each data set, and how many of its images the trials use: a --smoke run, a subset or a long tail
+    trains on far fewer than the files hold, and the header must not suggest otherwise."""
+    out = {}
+    for name, data in datasets.items():
+        facts = [spec["facts"] for spec in specs if spec["config"]["dataset"] == name]
+
+        def span(key):
+            values = sorted({f[key] for f in facts})
+            return f"{values[0]}" if len(values) == 1 else f"{values[0]}-{values[-1]}"
+        val = f" / {span('n_val')} val" if any(f["n_val"] for f in facts) else ""
+        out[name] = data.describe(f"{span('n_train')} train{val} / {span('n_test')} test")
+    return out
+
+
 def print_dry_run(specs: list[dict], sets: dict | None = None, settings: dict | None = None) -> None:
     if sets:
         print("--set: " + ", ".join(f"{k}={v!r} ({type(v).__name__})" for k, v in sets.items()))
@@ -270,7 +285,8 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     try:
         check_cluster_gpus(args, ray.nodes())  # before anything is written
         # the console view's header, once every check has passed (a mistake stays one `error:` line)
-        emit(header_lines(store.name, sweep.study, settings, datasets, store.uri, resumed=args.resume))
+        data = describe_data(datasets, specs)
+        emit(header_lines(store.name, sweep.study, settings, data, store.uri, resumed=args.resume))
         started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         if args.resume:
             record = store.read_json("sweep.json")
@@ -281,7 +297,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
             store.write_json("sweep.json", dict(
                 **meta, description=sweep.description.strip(), argv=sys.argv, smoke=args.smoke,
                 seeds=args.seeds, max_failures=args.max_failures, started_at=started_at, host=socket.gethostname(),
-                data={name: d.describe() for name, d in datasets.items()}, plan=plan_record(specs),
+                data=data, plan=plan_record(specs),
                 search=settings, resume_policy=search.RESUME_POLICY[settings["scheduler"]], log=args.log,
                 # the driver's; each trial's worker reports its own env_id, filed under `environments`
                 environment=environment()))

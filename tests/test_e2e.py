@@ -35,6 +35,10 @@ def test_offline_smoke_runs_on_synthetic_data_and_says_so(smoke_sweep):
     assert set(pd.read_parquet(path / "trials.parquet")["data_source"]) == {"synthetic"}
     # Tune's ResultGrid finds each trial's result.json (sweeps/tune_state.py): no per-trial warning
     assert "Could not fetch metrics" not in proc.stdout + proc.stderr
+    # the data line says what the trials trained on, not only what the (synthetic) files hold
+    data_line = next(line for line in proc.stderr.splitlines() if line.startswith("data: "))
+    assert "): trials use 384 train / 256 test of 50000 train / 10000 test images" in data_line, data_line
+    assert json.loads((path / "sweep.json").read_text())["data"]["cifar10"] == data_line[len("data: "):]
 
 
 def test_smoke_sweep_writes_exactly_the_expected_rows(smoke_sweep):

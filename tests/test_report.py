@@ -206,6 +206,19 @@ def test_report_warns_on_one_seed(tmp_path):
     assert "Warning:" in rep.main_table
 
 
+def test_figure_titles_round_floats(tmp_path):
+    """A sampled lr in a heading reads 1.756e-05, not 1.7561113877864363e-05."""
+    path = fake_sweep(tmp_path, "dglr", seeds=1)
+    trials = Store(str(tmp_path), "dglr").read_table("trials")
+    for trial_id in trials["trial_id"]:  # one lr for the whole sweep, as an extra varying key would show it
+        row = trials[trials["trial_id"] == trial_id].iloc[0].to_dict()
+        Store(str(tmp_path), "dglr").write_rows("trials", trial_id, [dict(row, lr=1.7561113877864363e-05)])
+    other = dict(row, trial_id="dglr_other", lr=3e-4, depth=5, init="he_normal", seed=0)
+    Store(str(tmp_path), "dglr").write_rows("trials", "dglr_other", [other])
+    text = (report_mod.build_report(str(path)).outdir / "index.md").read_text()
+    assert "lr=1.756e-05" in text and "1.7561113877864363e-05" not in text
+
+
 def test_compare_two_sweeps(tmp_path):
     a = fake_sweep(tmp_path, "before", seeds=3)
     b = fake_sweep(tmp_path, "after", seeds=3, shift=0.05)

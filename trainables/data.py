@@ -42,9 +42,11 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def describe(self) -> str:
-        return (f"{self.name} ({self.source}): {len(self.train_y)} train / {len(self.test_y)} test "
-                f"images, {self.num_classes} classes{' from ' + self.location if self.location else ''}")
+    def describe(self, used: str = "") -> str:
+        """`used`: what the trials take of it (e.g. "384 train / 256 test"), first, since a long line is cut."""
+        held = f"{len(self.train_y)} train / {len(self.test_y)} test images"
+        return (f"{self.name} ({self.source}): {f'trials use {used} of {held}' if used else held}, "
+                f"{self.num_classes} classes{' from ' + self.location if self.location else ''}")
 
 
 # --- CIFAR in the official python format -------------------------------------------------------
