@@ -1,7 +1,7 @@
 """Write a finished sweep's runs to TensorBoard, MLflow or W&B from its Parquet, as `--log` would have live.
 
     python -m analysis.export results/depth_grid --to tensorboard      # -> results/depth_grid/tensorboard/
-    python -m analysis.export results/depth_grid --to mlflow           # -> MLFLOW_TRACKING_URI, else .../mlruns
+    python -m analysis.export results/depth_grid --to mlflow           # -> MLFLOW_TRACKING_URI, else .../mlflow.db
     python -m analysis.export s3://bucket/sweeps/depth_grid --to tensorboard --out ./depth_grid
 
 For a sweep that ran without --log, or one stored on s3:// (whose tracker files go to a local folder:
@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from analysis.results import load
 from sweeps.storage import Store
-from sweeps.trackers import WRITERS, check, replay, sweep_info
+from sweeps.trackers import WRITERS, check, replay, sqlite_uri, sweep_info
 from trainables.config import ConfigError
 
 EXIT_USAGE = 2
@@ -39,8 +38,8 @@ def export(path: str, to: str, out: str | None = None) -> tuple[int, str]:
         raise ConfigError(f"{path}: the sweep has no trials yet")
     sweep = sweep_info(store, record, root=os.path.abspath(out) if out else None)
     if to == "mlflow":
-        # --out names a folder for a file: store; without it MLFLOW_TRACKING_URI (or <sweep>/mlruns) applies
-        writer = WRITERS[to](sweep, uri=Path(sweep.root, "mlruns").as_uri() if out else None)
+        # --out names a folder for a SQLite store; without it MLFLOW_TRACKING_URI (or <sweep>/mlflow.db) applies
+        writer = WRITERS[to](sweep, uri=sqlite_uri(sweep.root) if out else None)
         where = writer.uri
         if writer.exported():
             raise ConfigError(f"sweep {store.name!r} already has MLflow runs at {where}; "
@@ -69,7 +68,9 @@ def main(argv=None) -> int:
     print(f"exported {count} trials to {args.to}: {where}")
     if args.to == "tensorboard":
         print(f"view:  tensorboard --logdir {where}")
-    elif args.to == "mlflow" and where.startswith("file:"):
+    elif args.to == "mlflow" and where.startswith("sqlite:"):
+        print(f"view:  mlflow ui --backend-store-uri {where}")
+    elif args.to == "mlflow" and where.startswith("file:"):  # the user's MLFLOW_TRACKING_URI: MLflow 3 asks for this
         print(f"view:  MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {where}")
     return 0
 

@@ -28,7 +28,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlparse
 
 from ray import tune
@@ -44,6 +43,8 @@ PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow-skinny", "wandb": "w
 EPOCH_SCALARS = tuple(c for c in EPOCH_COLUMNS if c not in ("trial_id", "sweep", "epoch"))
 LAYER_SCALARS = ("grad_abs_mean", "update_ratio", "dead_fraction")  # per layer: "grad_abs_mean/00_conv1"
 WANDB_PROJECT = "cnn-sweeps"
+# mlflow-skinny leaves out what MLflow's database stores import; the default store is a SQLite file
+DATABASES, DATABASE_MODULES = ("sqlite", "postgresql", "mysql", "mssql"), ("sqlalchemy", "alembic")
 
 
 # --- checks before Ray starts ------------------------------------------------------------------
@@ -59,6 +60,8 @@ def check(names: list[str]) -> list[str]:
         except ImportError as exc:
             raise ConfigError(f"--log {name}: the {PACKAGES[name]} package is missing ({exc}); "
                               f"install the trackers with: {INSTALL}") from None
+    if "mlflow" in names:
+        check_mlflow_store(os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:")
     if "wandb" in names and not _wandb_usable():
         # Online W&B without a key would stop at a login prompt inside the sweep's driver loop.
         raise ConfigError("--log wandb: no W&B login (WANDB_API_KEY or ~/.netrc); run `wandb login`, "
@@ -77,6 +80,28 @@ def _wandb_usable() -> bool:
         return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
         return False
+
+
+def check_mlflow_store(uri: str) -> None:
+    """ConfigError when `uri` is a database store and a package MLflow needs for it is missing."""
+    if urlparse(uri).scheme.split("+")[0] not in DATABASES:
+        return
+    for module in DATABASE_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"--log mlflow: the {module} package is missing ({exc}), and the MLflow store "
+                              f"{uri} needs it; install the trackers with: {INSTALL}") from None
+
+
+def mlflow_uri(root: str) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(root)
+
+
+def sqlite_uri(root: str) -> str:
+    """<root>/mlflow.db: MLflow 3's recommended local store (its file: store is deprecated, and MLflow reads
+    one back only with MLFLOW_ALLOW_FILE_STORE=true). Absolute, so `mlflow ui` finds it from any folder."""
+    return "sqlite:///" + os.path.join(os.path.abspath(root), "mlflow.db")
 
 
 def check_resume(store: Store, names: list[str]) -> None:
@@ -99,7 +124,7 @@ class SweepInfo:
     name: str
     study: str
     code_version: str
-    root: str                      # local folder: <root>/tensorboard, <root>/mlruns, <root>/wandb
+    root: str                      # local folder: <root>/tensorboard, <root>/mlflow.db, <root>/wandb
     label_keys: list[str]          # run_name's labels, then config keys
     name_keys: list[str]
     labels: list[str] = field(default_factory=list)  # every label column of the plan (varied or not)
@@ -256,13 +281,13 @@ class TensorBoardWriter:
 
 class MLflowWriter:
     """A parent run for the sweep and one nested run per trial: params = the resolved config, metrics per
-    epoch (step = epoch), tags status/sweep/study/code_version. MLFLOW_TRACKING_URI, else a file: store
-    at <root>/mlruns; the experiment is MLFLOW_EXPERIMENT_NAME, else the study."""
+    epoch (step = epoch), tags status/sweep/study/code_version. MLFLOW_TRACKING_URI, else a SQLite store
+    at <root>/mlflow.db; the experiment is MLFLOW_EXPERIMENT_NAME, else the study."""
     name = "mlflow"
 
     def __init__(self, sweep: SweepInfo, uri: str | None = None):
         self.sweep = sweep
-        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or Path(sweep.root, "mlruns").resolve().as_uri()
+        self.uri = uri or mlflow_uri(sweep.root)
         self.client = self.experiment = self.parent = None
         self.runs, self.existing = {}, {}
 
@@ -270,11 +295,13 @@ class MLflowWriter:
         """The client and the experiment; nothing is written yet."""
         if self.client is not None:
             return
-        if self.uri.startswith("file:"):  # MLflow 3 refuses its file store unless asked for it
+        scheme = urlparse(self.uri).scheme.split("+")[0]
+        if scheme in ("", "file"):  # only from the user's MLFLOW_TRACKING_URI; MLflow 3 refuses it unless asked
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        else:  # a server that is down must fail in seconds, not after MLflow's minutes of retries
+        elif scheme not in DATABASES:  # a server that is down must fail in seconds, not after minutes of retries
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        check_mlflow_store(self.uri)
         from mlflow.tracking import MlflowClient
         self.client = MlflowClient(tracking_uri=self.uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or self.sweep.study or "cnn-sweeps"

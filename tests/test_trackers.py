@@ -13,6 +13,7 @@ import struct
 import sys
 
 import pandas as pd
+import pyarrow.fs as pafs
 import pytest
 
 from analysis.export import main as export_main
@@ -21,6 +22,7 @@ from sweeps import trackers
 from sweeps.grid import Sweep, variants
 from sweeps.runner import main
 from sweeps.storage import EPOCH_COLUMNS
+from tests.conftest import BUCKET
 from trainables.config import DEFAULTS
 
 TINY = dict(dataset="synthetic", model="cnn", depth=2, width=8, batch_size=32, augment=False, train_subset=128,
@@ -39,17 +41,19 @@ def sweep_argv(tmp, name, *flags):
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
-    """The sweep, logged live to TensorBoard, MLflow (its default file: store) and W&B (offline)."""
+    """The sweep, logged live to TensorBoard, MLflow (its default SQLite store) and W&B (offline)."""
     tmp = tmp_path_factory.mktemp("trackers")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+        mp.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
         code = main(LOGGED, str(tmp / "trackers_test.py"),
                     sweep_argv(tmp, "logged", "--log", "tensorboard", "--log", "mlflow", "--log", "wandb"))
+        file_store = os.environ.get("MLFLOW_ALLOW_FILE_STORE")  # what the sweep set for itself, if anything
     sweep = tmp / "res" / "logged"
     tables = load(sweep)
-    return dict(code=code, tmp=tmp, sweep=sweep, tables=tables,
+    return dict(code=code, tmp=tmp, sweep=sweep, tables=tables, file_store=file_store,
                 trials=tables["trials"].set_index("trial_id"), epochs=tables["epochs"])
 
 
@@ -120,24 +124,28 @@ def read_mlflow(uri: str) -> tuple[pd.DataFrame, dict]:
     """(search_runs frame of every run, {run_id: {metric: {step: value}}})."""
     import mlflow
     from mlflow.tracking import MlflowClient
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    client = MlflowClient(uri)
-    mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(search_all_experiments=True)
-    history = {}
-    for _, run in runs.iterrows():
-        keys = [c[len("metrics."):] for c in runs.columns if c.startswith("metrics.") and not pd.isna(run[c])]
-        history[run["run_id"]] = {k: {m.step: m.value for m in client.get_metric_history(run["run_id"], k)}
-                                  for k in keys}
+    with pytest.MonkeyPatch.context() as mp:  # MLflow 3 reads its deprecated file store only with this set
+        mp.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+        client = MlflowClient(uri)
+        mlflow.set_tracking_uri(uri)
+        runs = mlflow.search_runs(search_all_experiments=True)
+        history = {}
+        for _, run in runs.iterrows():
+            keys = [c[len("metrics."):] for c in runs.columns if c.startswith("metrics.") and not pd.isna(run[c])]
+            history[run["run_id"]] = {k: {m.step: m.value for m in client.get_metric_history(run["run_id"], k)}
+                                      for k in keys}
     return runs, history
 
 
 def mlflow_uri(folder) -> str:
-    return (folder / "mlruns").resolve().as_uri()
+    """The default store, <folder>/mlflow.db; fails if the runs went to a file: store (<folder>/mlruns) instead."""
+    assert (folder / "mlflow.db").is_file() and not (folder / "mlruns").exists(), sorted(os.listdir(folder))
+    return f"sqlite:///{folder.resolve()}/mlflow.db"
 
 
 @pytest.mark.slow
 def test_mlflow_has_a_parent_and_one_nested_run_per_trial_with_config_params_and_epoch_metrics(logged):
+    assert logged["file_store"] is None  # the default store is SQLite: the sweep needs no file-store opt-in
     runs, history = read_mlflow(mlflow_uri(logged["sweep"]))
     trials = logged["trials"]
     parent = runs[runs["tags.trial_id"].isna()]
@@ -228,6 +236,7 @@ def test_export_writes_the_same_runs_as_the_live_callback(logged, capsys):
             assert exported[name]["scalars"][tag] == pytest.approx(points), (name, tag)
 
     assert export_main([str(sweep), "--to", "mlflow", "--out", str(out)]) == 0
+    assert f"view:  mlflow ui --backend-store-uri {mlflow_uri(out)}\n" in capsys.readouterr().out
     (live_runs, live_history), (runs, history) = read_mlflow(mlflow_uri(sweep)), read_mlflow(mlflow_uri(out))
     columns = sorted(c for c in live_runs.columns if c.startswith(("params.", "metrics.", "tags.status",
                                                                    "tags.mlflow.runName", "tags.trial_id")))
@@ -242,6 +251,25 @@ def test_export_writes_the_same_runs_as_the_live_callback(logged, capsys):
         assert export_main([str(sweep), "--to", to]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "already" in err[0] and "--out" in err[0], err
+
+
+@pytest.mark.slow
+def test_a_sweep_on_s3_gets_a_local_sqlite_store_under_tracking(logged, s3_env, tmp_path, monkeypatch, capsys):
+    """With --storage s3://... and no MLFLOW_TRACKING_URI, MLflow goes where the other trackers' local files
+    go: ./tracking/<name>/mlflow.db (sweep_info, shared by the live callback and the export)."""
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    uri = f"s3://{BUCKET}/results/logged"
+    fs, path = pafs.FileSystem.from_uri(uri)
+    pafs.copy_files(str(logged["sweep"]), path, destination_filesystem=fs)
+    assert export_main([uri, "--to", "mlflow"]) == 0
+    local = tmp_path / "tracking" / "logged"
+    assert f"view:  mlflow ui --backend-store-uri {mlflow_uri(local)}\n" in capsys.readouterr().out
+    (runs, history), (live_runs, _) = read_mlflow(mlflow_uri(local)), read_mlflow(mlflow_uri(logged["sweep"]))
+    assert sorted(runs["tags.mlflow.runName"]) == sorted(live_runs["tags.mlflow.runName"])
+    assert sum(len(h) > 0 for h in history.values()) == len(logged["trials"])
 
 
 def test_export_of_a_missing_sweep_or_an_unknown_tracker_is_one_line_and_exit_2(tmp_path, capsys):
@@ -277,14 +305,17 @@ def one_line_error(capsys) -> str:
 
 
 @pytest.mark.parametrize("name, module", [("mlflow", "mlflow"), ("wandb", "wandb"),
-                                          ("tensorboard", "torch.utils.tensorboard")])
+                                          ("tensorboard", "torch.utils.tensorboard"),
+                                          ("mlflow", "sqlalchemy"), ("mlflow", "alembic")])  # the SQLite store
 def test_a_missing_package_is_one_line_naming_the_extra_before_ray_starts(name, module, tmp_path, monkeypatch,
                                                                            capsys):
     monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     code = main(LOGGED, str(tmp_path / "t.py"), sweep_argv(tmp_path, "missing", "--log", name))
     line = one_line_error(capsys)
     assert code == 2 and f"--log {name}" in line and 'pip install -e ".[trackers]"' in line
+    assert module in line
     assert not (tmp_path / "res").exists()
 
 
