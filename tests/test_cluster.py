@@ -104,6 +104,8 @@ class keep_address_file:
 
     def __enter__(self):
         self.saved = ADDRESS_FILE.read_text() if ADDRESS_FILE.exists() else None
+        # Ray writes the file without making its folder: on a fresh machine no earlier Ray made /tmp/ray
+        ADDRESS_FILE.parent.mkdir(parents=True, exist_ok=True)
 
     def __exit__(self, *exc):
         if self.saved is None:
