@@ -13,6 +13,8 @@ from trainables.loop import dead_fractions
 from trainables.packed import train_packed
 from trainables.train import train
 
+pytestmark = pytest.mark.numerics  # computed numbers compared: CI runs these again under ATEN_CPU_CAPABILITY=default
+
 TINY = dict(dataset="synthetic", model="cnn", depth=3, width=8, batch_size=32, augment=False, epochs=2,
             device="cpu")
 

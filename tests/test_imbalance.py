@@ -12,6 +12,8 @@ from trainables.classes import class_weights, confusion_rows, per_class, summary
 from trainables.config import ConfigError, resolve
 from trainables.data import Dataset, kfold_split, long_tail_counts, long_tail_indices, split_facts, trial_splits
 
+pytestmark = pytest.mark.numerics  # computed numbers compared: CI runs these again under ATEN_CPU_CAPABILITY=default
+
 
 def balanced_dataset(per_class: int = 50, num_classes: int = 10, n_test: int = 30) -> Dataset:
     g = torch.Generator().manual_seed(0)

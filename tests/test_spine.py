@@ -15,6 +15,8 @@ from trainables.inits import apply_init, weight_layers
 from trainables.models import build_model, count_params
 from trainables.train import train
 
+pytestmark = pytest.mark.numerics  # computed numbers compared: CI runs these again under ATEN_CPU_CAPABILITY=default
+
 
 # --- config ---------------------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from trainables.models import build_model, count_params
 from trainables.models.vgg import PRESETS, ProcessingBlock, weight_layer_count
 from trainables.loop import make_optimizer, make_scheduler
 
+pytestmark = pytest.mark.numerics  # computed numbers compared: CI runs these again under ATEN_CPU_CAPABILITY=default
+
 # The study's table (../shared/DESIGN.md): parameters at 100 classes, to the parameter.
 REPORTED_PARAMS = {"vgg08": 59_716, "vgg38": 336_196, "vgg38_bn": 338_500, "vgg38_res": 338_500,
                    "vgg38_res_sigmoid": 338_500, "vgg68": 616_900, "vgg72": 654_148, "vgg106": 1_210_948}
