@@ -12,7 +12,7 @@ from torch import nn
 class ModelSpec:
     build: Callable[[dict, int], nn.Module]
     # The config keys the builder reads. A key the user sets that the trial's family does not
-    # read is a ConfigError (trainables.config.unused_keys), never a silent no-op.
+    # read is a ConfigError (trainables.config.used_keys), never a silent no-op.
     keys: tuple[str, ...]
     family: str
     check: Callable[[dict], None] = lambda config: None
