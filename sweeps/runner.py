@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sweeps import search
-from sweeps.grid import Sweep, replace_axis
+from sweeps.grid import Sweep, replace_axis, select_variants, variant_labels
 from sweeps.preflight import (check_address, check_cluster_gpus, check_local_gpus, check_resources, check_resume,
                               plan_record, ray_address)
 from sweeps.space import draw, parse_grid_value, sampled_nodes, without_sampled
@@ -110,6 +110,14 @@ def plan(sweep: Sweep, args) -> list[dict]:
     grid = without_sampled(grid)
     for text in args.grid:
         key, values = _split_kv(text, "--grid")
+        if variant_labels(grid, key) or (args.smoke and variant_labels(sweep.grid, key)):
+            # --grid NAME=... on a variants(NAME, ...) selects variants, even where NAME is also a config
+            # key (depth_grid's "init"): an init value alone would drop the keys its variant sets with it
+            labels = [v.strip() for v in values.split(",") if v.strip()]
+            if not labels:
+                raise ConfigError(f"--grid {text!r}: no values")
+            grid = select_variants(grid, key, labels, full=sweep.grid if args.smoke else None)
+            continue
         distribution = parse_grid_value(key, values)
         if distribution is not None:  # --grid lr=loguniform:1e-5:1 samples the key instead of listing it
             sampled[key] = distribution

@@ -67,6 +67,18 @@ CONFIG_CASES = {
     "malformed address": (["--address", "headnode"], ["--address headnode", "expected host:port"]),
     "dropout on a model without it": (["--set", "model=baseline4", "--set", "dropout=0.3"],
                                       ['model="baseline4" has no dropout layers']),
+    "unknown variant": (["--grid", "init=he_normal,hee_normal"],
+                        ['--grid init=hee_normal: no variant "hee_normal"', 'did you mean "he_normal"',
+                         'variants are he_normal, normal']),
+    "an init that is no variant": (["--grid", "init=xavier_normal"],
+                                   ['"xavier_normal" is a valid init but not one of this sweep\'s "init" variants '
+                                    "(he_normal, normal)"]),
+    "key set inside some variants": (["--grid", "init_mode=fan_in"],
+                                     ['"init_mode" is set inside this sweep\'s "init" variants (he_normal, normal)',
+                                      "--grid init=NAME[,NAME...]",
+                                      "--grid init=he_normal --set init_mode=..."]),
+    "key set inside every variant": (["--grid", "init_targets=all,conv"],
+                                     ["--grid init=NAME[,NAME...]", "in all of them with --set init_targets=..."]),
 }
 
 
@@ -187,6 +199,63 @@ def test_dry_run_shows_parsed_overrides(tmp_path, capsys):
     assert code == 0
     assert "lr=0.0003 (float)" in out and "augment=False (bool)" in out
     assert "depth=20" in out and "depth=5" not in out and "8 trials" in out
+
+
+def dry_plan(sweep, argv):
+    from sweeps.runner import parse_args, plan
+    return plan(sweep, parse_args(["--dry-run", *argv], "", "sweep"))
+
+
+def test_grid_selects_variants_with_their_settings(capsys):
+    """--grid init=he_normal runs only the He cells: `init` names depth_grid's variants, so it picks the
+    variant (init_mode and init_targets included), where an init value alone would keep N(0,1)'s init_std."""
+    code = main(depth_grid.SWEEP, depth_grid.__file__, ["--dry-run", "--grid", "init=he_normal"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.splitlines()[-1] == "8 trials" and "init=normal" not in out
+    specs = dry_plan(depth_grid.SWEEP, ["--grid", "init=he_normal"])
+    assert len(specs) == 8
+    assert {(s["config"]["init"], s["config"]["init_mode"], s["config"]["init_targets"]) for s in specs} == \
+        {("he_normal", "fan_out", "conv")}
+    assert all("init_std" not in s["overrides"] for s in specs)
+    assert sorted((s["config"]["activation"], s["config"]["depth"]) for s in specs) == \
+        sorted((a, d) for a in ("relu", "prelu") for d in (2, 5, 10, 12))
+
+
+def test_grid_keeps_several_variants_in_the_sweeps_order():
+    full = [s["title"] for s in dry_plan(depth_grid.SWEEP, [])]
+    assert [s["title"] for s in dry_plan(depth_grid.SWEEP, ["--grid", "init=normal,he_normal"])] == full
+    normal = dry_plan(depth_grid.SWEEP, ["--grid", "init=normal"])
+    assert {(s["config"]["init"], s["config"]["init_std"], s["config"]["init_targets"]) for s in normal} == \
+        {("normal", 1.0, "all")}
+
+
+def test_set_of_a_key_a_variant_sets_still_fixes_it():
+    specs = dry_plan(depth_grid.SWEEP, ["--set", "init_targets=all"])
+    assert len(specs) == 16 and {s["config"]["init_targets"] for s in specs} == {"all"}
+    specs = dry_plan(depth_grid.SWEEP, ["--grid", "init=he_normal", "--set", "init_mode=fan_in"])
+    assert len(specs) == 8 and {s["config"]["init_mode"] for s in specs} == {"fan_in"}
+
+
+def test_grid_variant_left_out_of_the_smoke_grid(tmp_path, capsys):
+    from sweeps import init_variance
+    code = main(init_variance.SWEEP, init_variance.__file__,
+                ["--smoke", "--storage", str(tmp_path / "results"), "--grid", "scheme=xavier"])
+    err = capsys.readouterr().err
+    assert code == 2 and list(tmp_path.iterdir()) == []
+    assert err.strip() == ('error: --grid scheme=xavier: variant "xavier" is not in the --smoke grid, whose '
+                           '"scheme" variants are he_fan_in, normal_1, lsuv; drop --smoke to run it')
+    assert len(dry_plan(init_variance.SWEEP, ["--smoke", "--grid", "scheme=lsuv"])) == 2
+
+
+def test_select_variants_inside_union_and_cross():
+    from sweeps.grid import axis, cross, select_variants, union, variants
+    he, n01 = dict(init="he_normal"), dict(init="normal", init_std=1.0)
+    grid = union(a=cross(variants("scheme", he=he, n01=n01), axis("depth", [2, 5])),
+                 b=variants("scheme", n01=n01))
+    kept = select_variants(grid, "scheme", ["he"]).points()
+    assert kept == [({"init": "he_normal", "depth": 2}, {"scheme": "he", "group": "a"}),
+                    ({"init": "he_normal", "depth": 5}, {"scheme": "he", "group": "a"})]
+    assert [lab["group"] for _, lab in select_variants(grid, "scheme", ["n01"]).points()] == ["a", "a", "b"]
 
 
 def test_cli_typo_prints_one_line_naming_the_registry_name(tmp_path):
