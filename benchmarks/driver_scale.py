@@ -20,8 +20,8 @@ least-squares slope of completion time (each trial's last `reported_at`, read ba
 trials table) against completion rank, over ranks [2 x 16, n - 16). That leaves out Ray's start-up
 and the first waves of actor starts (50 to 70 s, varying by +-10 s between identical runs, which
 swamped a whole-sweep difference of a few seconds at 100 trials) and the last wave, which drains with
-no new trials behind it. Each size runs `--repeats` times; the table shows every run and the ratio
-uses the medians. The whole-sweep marginal, (wall(n) - wall(smallest)) / (n - smallest), is printed
+no new trials behind it. Each size runs `--repeats` times, the sizes back to back within a run; the table shows every run, and
+the ratio is the median of the per-run ratios (benchmarks/rounds.py) with its spread. The whole-sweep marginal, (wall(n) - wall(smallest)) / (n - smallest), is printed
 beside it.
 
 Target (issue 15): the cost per trial at 1,000 trials within 1.5x of the cost at 100, on both storages.
@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.env import describe  # noqa: E402
 from benchmarks.overhead import TRIVIAL  # noqa: E402
+from benchmarks.rounds import ratio  # noqa: E402
 
 CONCURRENT = 16
 WINDOW = 100  # trials in the early and late steady-state windows of a long sweep
@@ -171,10 +172,12 @@ def main(argv=None) -> int:
     for storage, rows in table.items():
         if 100 in rows and 1000 in rows:
             at = {n: statistics.median(r["steady"] for r in rows[n]) for n in (100, 1000)}
-            ratio = at[1000] / at[100]
-            ratios.append(f"{ratio:.2f}")
+            # Per-run ratios: the two sizes of one run ran back to back, under nearly the same load.
+            per_run = ratio([r["steady"] for r in rows[1000]], [r["steady"] for r in rows[100]])
+            ratios.append(f"{per_run.median:.2f}")
             print(f"{storage}: cost per trial in steady state, median of {len(rows[100])} runs: "
-                  f"{at[100]:.3f} s at 100, {at[1000]:.3f} s at 1000; ratio {ratio:.2f} (target <= 1.5)")
+                  f"{at[100]:.3f} s at 100, {at[1000]:.3f} s at 1000; per-run ratio {per_run.text()} "
+                  f"(target <= 1.5)")
             early = statistics.median(r["early"] for r in rows[1000])
             late = statistics.median(r["late"] for r in rows[1000])
             print(f"{storage}: within the 1000-trial sweeps, its first {WINDOW} steady trials cost {early:.3f} s "
