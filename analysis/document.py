@@ -30,7 +30,7 @@ from analysis.environment import trial_environments  # noqa: E402
 from analysis.html import render as render_html  # noqa: E402
 from analysis.results import open_store  # noqa: E402
 from analysis.stats import MIN_SEEDS, seed_warning  # noqa: E402
-from sweeps.progress import fmt  # noqa: E402
+from sweeps.results.progress import fmt  # noqa: E402
 
 REFERENCE_FILE = Path(__file__).with_name("reference.json")
 FLOAT_FORMAT = ".4g"  # numbers in Markdown tables: 4 significant digits

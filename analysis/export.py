@@ -6,7 +6,7 @@
 
 For a sweep that ran without --log, or one stored on s3:// (whose tracker files go to a local folder:
 --out, default ./tracking/<name>/). The runs are written by the same code as the live export
-(sweeps.trackers.replay and its writers), so names, scalars, params and statuses are the same.
+(sweeps.engine.trackers.replay and its writers), so names, scalars, params and statuses are the same.
 Mistakes (no such sweep, a tracker package missing, runs already there) are one line and exit code 2.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ import os
 import sys
 
 from analysis.results import load
-from sweeps.storage import Store
-from sweeps.trackers import WRITERS, check, replay, sqlite_uri, sweep_info
-from trainables.config import ConfigError
+from sweeps.results.store import Store
+from sweeps.engine.trackers import WRITERS, check, replay, sqlite_uri, sweep_info
+from trainables.errors import ConfigError
 
 EXIT_USAGE = 2
 

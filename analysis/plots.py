@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from sweeps.progress import fmt  # noqa: E402
+from sweeps.results.progress import fmt  # noqa: E402
 
 PALETTE = plt.get_cmap("tab10").colors
 

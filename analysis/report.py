@@ -20,10 +20,10 @@ which adds tables and figures through a Report. Where things live:
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
-from analysis import depth_grid, dropout_lsuv, imbalance, init_variance, lr_window, vgg
 from analysis.compare import compare
 from analysis.document import Report, ReportError, data_caveats, reference, sweep_header
 from analysis.results import load
@@ -31,15 +31,18 @@ from analysis.search import build_search_section, search_settings, wanted
 
 __all__ = ["STUDIES", "Report", "ReportError", "build_report", "main"]  # Report, ReportError: re-exported
 
+# study -> the analysis module whose build(report, tables) makes its page. Imported when a sweep of that
+# study is reported, so the command starts without what one study alone needs (torch for the VGG models
+# and the kernel pictures).
 STUDIES = {
-    "depth_grid": depth_grid.build,
-    "vgg_depth": vgg.build,            # study 002, one module for its three sweeps
-    "vgg_regularization": vgg.build,
-    "vgg_deeper": vgg.build,
-    "init_variance": init_variance.build,
-    "dropout_lsuv": dropout_lsuv.build,
-    "imbalance": imbalance.build,
-    "lr_window": lr_window.build,      # issue 14: which learning rates train, per depth, init, BN, optimizer
+    "depth_grid": "depth_grid",
+    "vgg_depth": "vgg",            # study 002, one module for its three sweeps
+    "vgg_regularization": "vgg",
+    "vgg_deeper": "vgg",
+    "init_variance": "init_variance",
+    "dropout_lsuv": "dropout_lsuv",
+    "imbalance": "imbalance",
+    "lr_window": "lr_window",      # issue 14: which learning rates train, per depth, init, BN, optimizer
 }
 
 
@@ -70,7 +73,7 @@ def build_report(path: str, out: str | None = None) -> Report:
     protocol = reference(studies[0]).get("protocol", {})
     report.caveats = data_caveats(trials, {k: v for k, v in protocol.items() if k != "data_source"})
     if studies[0] in STUDIES:
-        STUDIES[studies[0]](report, tables)
+        importlib.import_module(f"analysis.{STUDIES[studies[0]]}").build(report, tables)
     else:
         report.text(f"Study `{studies[0]}` has no report module of its own (analysis/report.py: STUDIES); "
                     "what follows is the generic search section every sampled or early-stopped sweep gets.")

@@ -1,12 +1,12 @@
 """Loading a sweep's Parquet tables, from a local folder or a URI.
 
-Reading lives in sweeps.storage.Store (the layer below); these are the analysis-side entry points.
+Reading lives in sweeps.results.store.Store (the layer below); these are the analysis-side entry points.
 """
 from __future__ import annotations
 
 import pandas as pd
 
-from sweeps.storage import TABLES, Store
+from sweeps.results.store import TABLES, Store
 
 
 def open_store(path: str) -> Store:

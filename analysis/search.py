@@ -1,6 +1,6 @@
 """The "Search" section every study's report gets when its sweep sampled keys or stopped trials early.
 
-A sweep records its search settings in sweep.json as "search" (sweeps/search.py): which keys were
+A sweep records its search settings in sweep.json as "search" (sweeps/engine/search.py): which keys were
 sampled and from what (`"lr": "loguniform:1e-05:1.0"`), the searcher (grid, random, optuna), the
 scheduler (fifo, asha, hyperband, median, pbt), the metric and mode it optimised, and the search seed.
 `build_search_section` turns that, the trials table and (PBT) the lineage table into:

@@ -1,6 +1,6 @@
 """A compact text summary of one sweep, from its Parquet alone: `python -m analysis.status <storage>/<name>`.
 
-It reads only sweep.json, trials.parquet and epochs.parquet (through sweeps.storage.Store), so it works
+It reads only sweep.json, trials.parquet and epochs.parquet (through sweeps.results.store.Store), so it works
 while the sweep runs, after its driver died, and from another machine against an s3:// URI:
 
     sweep mixed (study depth_grid): 10 trials planned
@@ -12,8 +12,8 @@ while the sweep runs, after its driver died, and from another machine against an
     ETA: ~2m 10s (estimate: 13 epochs left x 10.0 s median epoch / 1 running)
 
 Plain ASCII, no colour, every line under 120 characters: it reads the same in a terminal and in a log.
-summary_lines() reads; sweeps.progress builds the lines, the same ones the live console view of a running
-sweep prints (sweeps.console).
+summary_lines() reads; sweeps.results.progress builds the lines, the same ones the live console view of a running
+sweep prints (sweeps.engine.console).
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import sys
 import pandas as pd
 
 from analysis.results import open_store
-from sweeps.progress import header_lines, title_keys
-from sweeps.progress import summary_lines as progress_lines
+from sweeps.results.progress import header_lines, title_keys
+from sweeps.results.progress import summary_lines as progress_lines
 
 
 class NoSweep(Exception):
@@ -32,7 +32,7 @@ class NoSweep(Exception):
 
 def summary_lines(path: str) -> list[str]:
     """The summary of the sweep at `<storage>/<name>` (local folder or URI), one string per line:
-    the Parquet and sweep.json read here, the lines built by sweeps.progress (as the live console view's)."""
+    the Parquet and sweep.json read here, the lines built by sweeps.results.progress (as the live console view's)."""
     try:
         store = open_store(path)
         found = store.exists()

@@ -23,8 +23,8 @@ import pandas as pd
 
 from analysis.document import Report, reference
 from analysis.stats import cell_stats, format_cell, format_p, paired
-# which keys tell trials apart: in sweeps.progress, so the live console view titles trials the same way
-from sweeps.progress import config_columns, fmt, varying_keys  # noqa: F401 (re-exported)
+# which keys tell trials apart: in sweeps.results.progress, so the live console view titles trials the same way
+from sweeps.results.progress import config_columns, fmt, varying_keys  # noqa: F401 (re-exported)
 
 FINISHED = ("completed", "diverged")  # trials with a final metric; errored/stopped ones are counted in the header
 # stat_table: statistics over completed trials; trials with these statuses are counted and named in the cell.

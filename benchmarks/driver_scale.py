@@ -76,8 +76,8 @@ def steady_costs(finished: list[float]) -> dict:
 
 
 def sweep(n: int, storage: str, data_dir: str, run: int) -> dict:
-    from sweeps.grid import Sweep, axis
-    from sweeps.runner import main
+    from sweeps.engine.grid import Sweep, axis
+    from sweeps.engine.runner import main
     plan = Sweep(study="driver_scale", fixed={**TRIVIAL, "dataset": "cifar10", "epochs": 2},
                  grid=axis("seed", list(range(n))), description="driver at scale")
     argv = ["--storage", storage, "--name", f"n{n}-{run}", "--num-cpus", str(CONCURRENT), "--cpus-per-trial", "1",
@@ -93,7 +93,7 @@ def sweep(n: int, storage: str, data_dir: str, run: int) -> dict:
     if lag is None:
         raise SystemExit(f"no storage line from the Recorder in the {n}-trial sweep's output")
     results, median, p99 = (int(g) for g in lag.groups())
-    from sweeps.storage import Store
+    from sweeps.results.store import Store
     trials = Store(storage, f"n{n}-{run}").read_table("trials")
     if len(trials) != n or set(trials["status"]) != {"completed"}:
         raise SystemExit(f"the {n}-trial sweep on {storage} recorded {len(trials)} trials, "

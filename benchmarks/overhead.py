@@ -5,7 +5,7 @@
 
 Each trial trains a one-conv CNN for 1 epoch on 64 synthetic images (test 64),
 so nearly all of a trial's wall time is the machinery. Two sweeps of different
-sizes go through the real runner (sweeps/runner.py: plan, load data once,
+sizes go through the real runner (sweeps/engine/runner.py: plan, load data once,
 Tuner, Recorder writing Parquet), one trial at a time (--cpus-per-trial = all
 cores, so trials do not overlap). The same trials also run through `train()`
 in this process. Then
@@ -40,8 +40,8 @@ TRIVIAL = dict(dataset="synthetic", model="cnn", depth=1, width=8, epochs=1, tra
 
 
 def sweep_wall(n: int, storage: str, extra: list[str]) -> float:
-    from sweeps.grid import Sweep, axis
-    from sweeps.runner import main
+    from sweeps.engine.grid import Sweep, axis
+    from sweeps.engine.runner import main
     sweep = Sweep(study="overhead", fixed=TRIVIAL, grid=axis("seed", list(range(n))), description="overhead")
     argv = ["--storage", storage, "--name", f"n{n}", "--cpus-per-trial", str(os.cpu_count() or 1), *extra]
     started = time.perf_counter()

@@ -3,10 +3,10 @@
     python benchmarks/results_scale.py            # 100, 1,000 and 10,000 trials (about 30 min on 2 cores)
     python benchmarks/results_scale.py --quick    # 100 and 1,000 trials only
 
-Each sweep is fabricated through the real write path: a `sweeps.recorder.Recorder` gets the calls
+Each sweep is fabricated through the real write path: a `sweeps.engine.recorder.Recorder` gets the calls
 Tune makes (on_trial_start, one on_trial_result per epoch with 12 layer rows, on_trial_complete),
 16 trials at a time with their results interleaved as on a cluster, and writes Parquet through
-`sweeps.storage.Store` exactly as in a sweep (background writes, compaction when a trial ends).
+`sweeps.results.store.Store` exactly as in a sweep (background writes, compaction when a trial ends).
 For each size it prints:
 
   - the driver's cost per reported epoch: the time inside on_trial_result (what holds up Tune's event
@@ -66,7 +66,7 @@ def math_nan() -> float:
 
 def fabricate(root: str, n: int) -> dict:
     """n trials through the Recorder; returns the driver's timings."""
-    from sweeps.recorder import Recorder
+    from sweeps.engine.recorder import Recorder
     meta = dict(sweep=f"n{n}", study="scale", code_version="bench", trials=n, searcher="grid", scheduler="fifo",
                 search_seed=0, search_keys=[])
     recorder = Recorder(root, f"n{n}", meta, [spec()])
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
         sizes.append(1000)  # the last line reports it
     import torch
     from benchmarks.env import describe
-    from sweeps.storage import Store
+    from sweeps.results.store import Store
     print(describe(torch.device("cpu")))
     print(f"# {EPOCHS} epochs x {LAYERS} layers per trial, {CONCURRENT} trials interleaved; load in a fresh process")
     root = args.dir or tempfile.mkdtemp(prefix="results_scale-")

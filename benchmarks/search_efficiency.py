@@ -5,7 +5,7 @@
         --cell depth=2,10 --lrs 1e-3:1 --per-decade 1 --epochs 3 --val-size 100     # a smoke run
 
 Two sweeps of study lr_window (sweeps/lr_window.py) go through the real runner in this process
-(sweeps.runner.main: plan, data loaded once, Ray Tune, Parquet), into one storage folder:
+(sweeps.engine.runner.main: plan, data loaded once, Ray Tune, Parquet), into one storage folder:
 
   fifo   every cell x every lr of the grid, each trial trained for all its epochs (the full grid);
   asha   the same trials under `--scheduler asha` (rungs at grace, grace*rf, ... below max_t = epochs).
@@ -69,7 +69,7 @@ class Usage(Exception):
 def study_dims(grid) -> dict[str, tuple[str, list]]:
     """{dim: (kind, values)} of the study's grid without its lr: kind 'variants' (values are (label, opts))
     or 'axis' (values are config values)."""
-    from sweeps.grid import Axis, Variants
+    from sweeps.engine.grid import Axis, Variants
     dims = {}
     for part in getattr(grid, "parts", (grid,)):
         if isinstance(part, Variants):
@@ -111,7 +111,7 @@ def choose_cells(dims: dict, base: str, cells: list[str]) -> dict[str, list]:
 
 
 def cells_grid(dims: dict, chosen: dict):
-    from sweeps.grid import axis, cross, variants
+    from sweeps.engine.grid import axis, cross, variants
     parts = []
     for dim, (kind, known) in dims.items():
         if kind == "variants":
@@ -169,7 +169,7 @@ def halving_fraction(rungs: list, rf: float, max_t: int) -> float:
 
 
 def run_sweep(sweep, name: str, argv: list[str]) -> float:
-    from sweeps.runner import main
+    from sweeps.engine.runner import main
     started = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # the runner's progress to stderr; stdout stays the report
         code = main(sweep, str(REPO / "sweeps" / "lr_window.py"), ["--name", name, *argv])
@@ -291,7 +291,7 @@ def main(argv=None) -> int:
                   "--reduction-factor", f"{args.reduction_factor:g}"]
 
     # Everything the runner would refuse, refused now: before the header, before Ray, before any sweep.
-    from sweeps.runner import parse_args, plan
+    from sweeps.engine.runner import parse_args, plan
     from trainables.config import ConfigError
     asha_runs = [("lr_window_asha", sweep)] if args.asha_scope == "joint" else [
         (f"lr_window_asha_c{i}", dataclasses.replace(sweep, grid=cells_grid(dims, {

@@ -5,8 +5,8 @@ batch 64, 10 epochs, the study-000 CNN with 32 filters. The seed re-drew only
 the conv weights for He (kaiming_normal_, fan_out, gain sqrt 2) but both the conv
 and the final linear weights for its N(0, 1) baseline; the variants keep that.
 """
-from sweeps.grid import Sweep, axis, cross, variants
-from sweeps.runner import main
+from sweeps.engine.grid import Sweep, axis, cross, variants
+from sweeps.engine.runner import main
 
 SWEEP = Sweep(
     study="depth_grid",

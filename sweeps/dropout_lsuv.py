@@ -9,8 +9,8 @@ alternative. Dropout sits before the classifier (`dropout_at="head"`); use
 `--set dropout_at=all` to add it after every block's activation as well.
 """
 from sweeps.depth_grid import SWEEP as DEPTH_GRID
-from sweeps.grid import Sweep, axis, cross, variants
-from sweeps.runner import main
+from sweeps.engine.grid import Sweep, axis, cross, variants
+from sweeps.engine.runner import main
 
 SCHEMES = dict(he_normal=dict(init="he_normal", init_mode="fan_out", init_targets="conv"),
                lsuv=dict(init="lsuv", init_targets="conv"))

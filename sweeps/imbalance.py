@@ -14,8 +14,8 @@ ResNet18 trains from scratch unless a weights file is given:
 K-fold (the source used it to pick its model): add
     --set folds=5 --grid fold=0,1,2,3,4
 """
-from sweeps.grid import Sweep, axis, cross, variants
-from sweeps.runner import main
+from sweeps.engine.grid import Sweep, axis, cross, variants
+from sweeps.engine.runner import main
 
 MODELS = variants(
     "net",

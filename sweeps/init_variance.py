@@ -9,8 +9,8 @@ CNN without BN sees real normalised CIFAR images. Every scheme touches every
 weight layer and zeroes the biases, so the closed-form per-layer factors apply
 (He: 1, Xavier: 1/2, N(0,1): n/2 for ReLU). PReLU sits at its initial slope.
 """
-from sweeps.grid import Sweep, axis, cross, variants
-from sweeps.runner import main
+from sweeps.engine.grid import Sweep, axis, cross, variants
+from sweeps.engine.runner import main
 
 SCHEMES = dict(  # the label `scheme` (a trials column): `init` alone cannot tell he_fan_in from he_fan_out
     he_fan_in=dict(init="he_normal", init_mode="fan_in"),

@@ -16,9 +16,9 @@ At depth 20 the map reaches 1x1 after 5 pools (pooling follows every second bloc
 trainables/models/cnn.py), so the deepest blocks convolve a 1x1 map with 3x3 kernels, i.e. act as
 1x1 convs; the report states it.
 """
-from sweeps.grid import Sweep, axis, cross, variants
-from sweeps.runner import main
-from sweeps.space import loguniform
+from sweeps.engine.grid import Sweep, axis, cross, variants
+from sweeps.engine.runner import main
+from sweeps.engine.space import loguniform
 
 INITS = variants("init",
                  he_normal=dict(init="he_normal", init_mode="fan_in", init_targets="conv"),

@@ -4,8 +4,8 @@ Stages x blocks 3x5 (VGG38 RN+WP), 3x10 (vgg68), 5x6 (vgg72) and 5x12 ("vgg106",
 132 weight layers). The study compares training speed too: epochs.parquet holds
 each epoch's iterations per second (`it_per_s`), which the report tabulates.
 """
-from sweeps.grid import Sweep, axis
-from sweeps.runner import main
+from sweeps.engine.grid import Sweep, axis
+from sweeps.engine.runner import main
 from sweeps.vgg_protocol import PROTOCOL, SMOKE
 
 SWEEP = Sweep(

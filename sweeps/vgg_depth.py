@@ -5,8 +5,8 @@ Five models on the study-002 protocol (sweeps/vgg_protocol.py): VGG08 and VGG38
 with sigmoid in place of LeakyReLU. layers.parquet carries the per-layer mean
 |grad| of every epoch: the gradient-flow figure of the report.
 """
-from sweeps.grid import Sweep, axis
-from sweeps.runner import main
+from sweeps.engine.grid import Sweep, axis
+from sweeps.engine.runner import main
 from sweeps.vgg_protocol import PROTOCOL, SMOKE
 
 SWEEP = Sweep(

@@ -10,8 +10,8 @@ One factor at a time, as the study did, around its best model "VGG38 RN+WP"
 The baseline (weight decay 1e-3, x1, batch 100) runs once, in the weight_decay
 group; the report places it beside the learning-rate and batch groups too.
 """
-from sweeps.grid import Sweep, axis, union
-from sweeps.runner import main
+from sweeps.engine.grid import Sweep, axis, union
+from sweeps.engine.runner import main
 from sweeps.vgg_protocol import PROTOCOL, SMOKE
 
 SWEEP = Sweep(

@@ -25,7 +25,7 @@ import yaml
 
 from analysis.results import load
 from sweeps import depth_grid
-from sweeps.runner import main
+from sweeps.engine.runner import main
 from tests.conftest import BUCKET, free_port
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The live console view (sweeps/console.py): its lines from fake trials (no Ray), the same summary as
+"""The live console view (sweeps/engine/console.py): its lines from fake trials (no Ray), the same summary as
 `python -m analysis.status`, --progress-every's validation, and two small real sweeps (slow)."""
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import pytest
 
 from analysis import status
-from sweeps import console
-from sweeps.console import ConsoleView, plan_keys
-from sweeps.grid import Sweep, axis, cross, variants
-from sweeps.preflight import plan_record
-from sweeps.recorder import Recorder, trial_row
-from sweeps.runner import main, parse_args, plan
-from sweeps.storage import Store
+from sweeps.engine import console
+from sweeps.engine.console import ConsoleView, plan_keys
+from sweeps.engine.grid import Sweep, axis, cross, variants
+from sweeps.engine.preflight import plan_record
+from sweeps.engine.recorder import Recorder, trial_row
+from sweeps.engine.runner import main, parse_args, plan
+from sweeps.results.store import Store
 
 TINY = dict(dataset="synthetic", model="cnn", width=8, batch_size=32, augment=False, train_subset=128,
             test_subset=64, epochs=2, optimizer="sgd", bn=False)

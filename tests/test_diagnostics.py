@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from sweeps.storage import LAYER_COLUMNS
+from sweeps.results.store import LAYER_COLUMNS
 from trainables.data import make_synthetic
 from trainables.loop import dead_fractions
 from trainables.packed import train_packed

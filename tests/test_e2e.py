@@ -33,7 +33,7 @@ def test_offline_smoke_runs_on_synthetic_data_and_says_so(smoke_sweep):
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("WARNING: --smoke without cifar10")]
     assert len(warnings) == 1 and "SYNTHETIC" in warnings[0]
     assert set(pd.read_parquet(path / "trials.parquet")["data_source"]) == {"synthetic"}
-    # Tune's ResultGrid finds each trial's result.json (sweeps/tune_state.py): no per-trial warning
+    # Tune's ResultGrid finds each trial's result.json (sweeps/engine/tune_state.py): no per-trial warning
     assert "Could not fetch metrics" not in proc.stdout + proc.stderr
     # the data line says what the trials trained on, not only what the (synthetic) files hold
     data_line = next(line for line in proc.stderr.splitlines() if line.startswith("data: "))

@@ -17,8 +17,8 @@ import torch
 import torchvision
 
 from analysis.environment import NOT_RECORDED, compare_environments, describe, differences, trial_environments
-from sweeps.recorder import Recorder
-from sweeps.storage import Store
+from sweeps.engine.recorder import Recorder
+from sweeps.results.store import Store
 from trainables import environment
 from trainables.environment import FIELDS, collect, device_name, env_id
 from tests.test_store import epoch_rows, fake_trial

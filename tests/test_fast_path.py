@@ -201,7 +201,7 @@ def test_pack_rejects_members_that_differ_beyond_seed_and_init(synthetic):
 
 def test_runner_pack_flag_is_validated(capsys):
     from sweeps.depth_grid import SWEEP
-    from sweeps.runner import main
+    from sweeps.engine.runner import main
     assert main(SWEEP, "depth_grid.py", ["--dry-run", "--pack", "0"]) == 2
     assert "--pack 0" in capsys.readouterr().err
     assert main(SWEEP, "depth_grid.py", ["--dry-run", "--pack", "4", "--gpus-per-trial", "0.5"]) == 2

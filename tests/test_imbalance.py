@@ -252,8 +252,8 @@ def test_train_reports_classes_and_snapshots_without_ray():
 def test_kfold_sweep_writes_classes_and_confusion_and_a_report(tiny_cifar10, tmp_path):
     from analysis.report import build_report
     from analysis.results import load
-    from sweeps.grid import Sweep, axis
-    from sweeps.runner import main
+    from sweeps.engine.grid import Sweep, axis
+    from sweeps.engine.runner import main
     sweep = Sweep(study="imbalance", fixed=dict(model="baseline4", init="default", epochs=2, batch_size=16,
                                                 imbalance_ratio=4.0, folds=2, class_weights="inverse",
                                                 class_metrics="every"),

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from sweeps import dropout_lsuv, init_variance
-from sweeps.runner import parse_args, plan
-from sweeps.storage import LAYER_COLUMNS, PROBE_LAYER_COLUMNS, Store
+from sweeps.engine.runner import parse_args, plan
+from sweeps.results.store import LAYER_COLUMNS, PROBE_LAYER_COLUMNS, Store
 from trainables.config import ConfigError, resolve
 from trainables.data import load_dataset, make_synthetic
 from trainables.inits import apply_init, weight_layers

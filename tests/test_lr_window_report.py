@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from analysis import report as report_mod
-from sweeps.storage import Store
+from sweeps.results.store import Store
 from tests.test_report import check_self_contained
 from trainables.config import resolve
 

@@ -20,7 +20,7 @@ from scipy import stats as sps
 from analysis import report as report_mod
 from analysis.compare import compare
 from analysis.stats import cell_stats, describe_difference, format_cell, holm, paired, seed_warning, t_interval, welch
-from sweeps.storage import Store
+from sweeps.results.store import Store
 from trainables.config import resolve
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from analysis.results import load
-from sweeps.grid import Sweep, axis, cross, variants
-from sweeps.runner import main
+from sweeps.engine.grid import Sweep, axis, cross, variants
+from sweeps.engine.runner import main
 from tests.conftest import write_cifar10
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,8 +32,8 @@ FAULTS = Sweep(study="faults", description="retry test", fixed=dict(TINY, epochs
 
 LONG = 6  # epochs of the long trials: with reused Ray workers they must last long enough to be caught mid-way
 RESUMABLE = f'''
-from sweeps.grid import Sweep, axis, cross
-from sweeps.runner import main
+from sweeps.engine.grid import Sweep, axis, cross
+from sweeps.engine.runner import main
 SWEEP = Sweep(study="resume", description="kill-and-resume test",
               fixed=dict({dict(TINY, train_subset=0, width=32)!r}, checkpoint_every=1),
               grid=cross(axis("epochs", [1, {LONG}]), axis("seed", [0, 1])))

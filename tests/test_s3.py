@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from analysis.results import load
-from sweeps.storage import Store
+from sweeps.results.store import Store
 from tests.conftest import BUCKET, REPO
 
 pytestmark = pytest.mark.slow

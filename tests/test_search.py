@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from analysis.results import load
-from sweeps.grid import Sweep, axis, cross
-from sweeps.runner import main, parse_args, plan
-from sweeps.space import loguniform
+from sweeps.engine.grid import Sweep, axis, cross
+from sweeps.engine.runner import main, parse_args, plan
+from sweeps.engine.space import loguniform
 from tests.test_resume import assert_one_row_each, env, kill_driver_when, one_done_one_running
 
 TINY = dict(dataset="synthetic", model="cnn", depth=2, width=8, batch_size=32, augment=False,
@@ -140,8 +140,8 @@ def test_pbt_records_its_lineage_and_the_lr_in_force(tmp_path, capsys):
 
 
 RESUMABLE = f'''
-from sweeps.grid import Sweep, axis, cross
-from sweeps.runner import main
+from sweeps.engine.grid import Sweep, axis, cross
+from sweeps.engine.runner import main
 SWEEP = Sweep(study="search_test", description="optuna resume test",
               fixed=dict({dict(TINY, train_subset=2000, epochs=3)!r}), grid=axis("bn", [True]))
 if __name__ == "__main__":

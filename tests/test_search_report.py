@@ -12,7 +12,7 @@ from scipy import stats as sps
 from analysis import report as report_mod
 from analysis.document import Report
 from analysis.tables import stat_table
-from sweeps.storage import Store
+from sweeps.results.store import Store
 from tests.test_report import check_self_contained, fake_sweep
 from trainables.config import resolve
 

@@ -1,4 +1,4 @@
-"""Issue 13: sampled keys (sweeps/space.py): constructors, validation, the --grid forms, deterministic draws,
+"""Issue 13: sampled keys (sweeps/engine/space.py): constructors, validation, the --grid forms, deterministic draws,
 and how the nodes sit in a grid tree. Fast: Ray's domains are sampled in-process, no cluster starts."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.grid import Cross, axis, cross, union, variants
-from sweeps.space import (Sampled, choice, draw, loguniform, parse, parse_grid_value, qloguniform, quniform,
+from sweeps.engine.grid import Cross, axis, cross, union, variants
+from sweeps.engine.space import (Sampled, choice, draw, loguniform, parse, parse_grid_value, qloguniform, quniform,
                           randint, sampled_nodes, uniform, without_sampled)
 from trainables.config import ConfigError
 
@@ -194,7 +194,7 @@ def test_draws_are_deterministic_and_seeded():
 
 
 def test_draws_repeat_in_a_fresh_process():
-    code = ("import json; from sweeps.space import *; "
+    code = ("import json; from sweeps.engine.space import *; "
             "print(json.dumps(draw([loguniform('lr', 1e-5, 1.0), randint('depth', 2, 13), "
             "choice('init', ['he_normal', 'normal']), quniform('momentum', 0, 0.9, 0.1)], 3, 4, 11, False)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from analysis import status
-from sweeps.storage import Store
+from sweeps.results.store import Store
 from trainables.config import resolve
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The results store's layout (sweeps/storage.py): epoch files while a trial runs, one file per trial
+"""The results store's layout (sweeps/results/store.py): epoch files while a trial runs, one file per trial
 once it ends, and the guarantees that must survive that: atomic files, re-reported epochs replacing
 their copies, no duplicates after a crash mid-compaction, one frame from `pd.read_parquet`, and no
 step of the recorder listing or reading a whole table on a result."""
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from sweeps.recorder import Recorder, latest_epoch
-from sweeps.storage import LAYER_COLUMNS, Store
+from sweeps.engine.recorder import Recorder, latest_epoch
+from sweeps.results.store import LAYER_COLUMNS, Store
 
 
 def epoch_rows(trial_id: str, epoch: int, acc: float) -> dict:
@@ -102,7 +102,7 @@ def test_the_recorder_lists_only_the_trial_it_writes(tmp_path, monkeypatch):
     """Per result and per trial end nothing is listed or read back (the Recorder keeps a copy of a trial's
     rows until it is compacted); finished trials are folded into part files from those copies as the sweep
     goes. (A resumed trial lists its own folder only: test_compaction_from_the_recorders_copy...)"""
-    monkeypatch.setattr("sweeps.recorder.FOLD_EVERY", 2)
+    monkeypatch.setattr("sweeps.engine.recorder.FOLD_EVERY", 2)
     spec = dict(config=dict(epochs=3, task="train", lr=0.1), labels={}, facts={}, title="t", overrides={})
     meta = dict(sweep="s", study="x", code_version="v", trials=2)
     recorder = Recorder(str(tmp_path), "s", meta, [spec])

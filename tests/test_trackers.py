@@ -18,10 +18,10 @@ import pytest
 
 from analysis.export import main as export_main
 from analysis.results import load
-from sweeps import trackers
-from sweeps.grid import Sweep, variants
-from sweeps.runner import main
-from sweeps.storage import EPOCH_COLUMNS
+from sweeps.engine import trackers
+from sweeps.engine.grid import Sweep, variants
+from sweeps.engine.runner import main
+from sweeps.results.store import EPOCH_COLUMNS
 from tests.conftest import BUCKET
 from trainables.config import DEFAULTS
 

@@ -1,4 +1,4 @@
-"""Tune's per-trial result.json and params.json (sweeps/tune_state.py): written by the Recorder straight
+"""Tune's per-trial result.json and params.json (sweeps/engine/tune_state.py): written by the Recorder straight
 to storage when a trial ends, not through Tune's staging folder, whose every snapshot would upload them
 again. Tune's ResultGrid reads result.json; these tests read it the way Tune does."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ import threading
 
 from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
 
-from sweeps.recorder import Recorder
-from sweeps.storage import Store
-from sweeps.tune_state import write_trial_files
+from sweeps.engine.recorder import Recorder
+from sweeps.results.store import Store
+from sweeps.engine.tune_state import write_trial_files
 from tests.test_store import epoch_rows, fake_trial
 
 SPEC = dict(config=dict(epochs=4, task="train", lr=0.1), labels={}, facts={}, title="t", overrides={})
@@ -82,7 +82,7 @@ def test_a_trial_with_nothing_new_leaves_the_earlier_result_file_alone(tmp_path)
 def test_tune_keeps_each_trials_last_result_without_the_lists():
     """SlimTuneState, the last callback, takes the lists out of the result Tune then keeps (Ray lets a
     callback change it in place); what callbacks before it saw, and built from it, is untouched."""
-    from sweeps.tune_state import SlimTuneState
+    from sweeps.engine.tune_state import SlimTuneState
     layers = [dict(layer=0, weight_std=1.0)]
     result = dict(epoch=1, val_acc=0.5, layers=layers, classes=[], config={"trial": 0})
     seen_before = dict(result)
@@ -115,7 +115,7 @@ def test_a_trials_end_does_not_wait_on_tunes_thread_for_its_writes(tmp_path, mon
 def test_a_finished_trials_empty_staging_folder_goes_and_one_with_files_stays(tmp_path):
     """Tune copies its staging area to storage at every snapshot: an empty folder per finished trial
     was a folder marker per trial per snapshot on S3."""
-    from sweeps.tune_state import SlimTuneState
+    from sweeps.engine.tune_state import SlimTuneState
     done, failed, restored = (fake_trial(t) for t in ("t1", "t2", "t3"))
     for trial in (done, failed, restored):
         trial.local_path = str(tmp_path / "staging" / trial.trial_id)

@@ -1,6 +1,6 @@
 """Every user mistake ends in one clear line, exit code 2, and nothing created.
 
-The sweep entry point runs in-process (`sweeps.runner.main`) for speed; all of
+The sweep entry point runs in-process (`sweeps.engine.runner.main`) for speed; all of
 these fail before Ray would start. One case runs as a real subprocess to check
 what a user sees: one line, no traceback.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sweeps import depth_grid
-from sweeps.runner import main
+from sweeps.engine.runner import main
 from trainables.config import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ def test_resume_with_a_different_plan(tmp_path, capsys, tiny_cifar10):
 def test_resume_cannot_change_max_failures(tmp_path, capsys, tiny_cifar10):
     """Ray restores a sweep with its first run config, so a new --max-failures would be silently ignored."""
     import json
-    from sweeps.runner import parse_args, plan, plan_record
+    from sweeps.engine.runner import parse_args, plan, plan_record
     argv = ["--smoke", "--data-dir", str(tiny_cifar10), "--storage", str(tmp_path / "results")]
     sweep_dir = tmp_path / "results" / "depth_grid"
     sweep_dir.mkdir(parents=True)
@@ -202,7 +202,7 @@ def test_dry_run_shows_parsed_overrides(tmp_path, capsys):
 
 
 def dry_plan(sweep, argv):
-    from sweeps.runner import parse_args, plan
+    from sweeps.engine.runner import parse_args, plan
     return plan(sweep, parse_args(["--dry-run", *argv], "", "sweep"))
 
 
@@ -248,7 +248,7 @@ def test_grid_variant_left_out_of_the_smoke_grid(tmp_path, capsys):
 
 
 def test_select_variants_inside_union_and_cross():
-    from sweeps.grid import axis, cross, select_variants, union, variants
+    from sweeps.engine.grid import axis, cross, select_variants, union, variants
     he, n01 = dict(init="he_normal"), dict(init="normal", init_std=1.0)
     grid = union(a=cross(variants("scheme", he=he, n01=n01), axis("depth", [2, 5])),
                  b=variants("scheme", n01=n01))

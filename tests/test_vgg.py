@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from analysis.results import load
-from sweeps.grid import Sweep, variants
-from sweeps.runner import main
+from sweeps.engine.grid import Sweep, variants
+from sweeps.engine.runner import main
 from trainables.config import ConfigError, resolve
 from trainables.inits import weight_layers
 from trainables.models import build_model, count_params

@@ -15,13 +15,7 @@ from pathlib import Path
 
 import torch
 
-
-class DataError(RuntimeError):
-    """A data folder that is missing, empty or corrupt, or a download that failed."""
-
-
-class DataMissing(DataError):
-    """The data set is not in the folder and could not be downloaded (no network): nothing is corrupt."""
+from trainables.errors import DataError, DataMissing  # noqa: F401 (raised here; defined in the leaf module)
 
 
 @dataclass

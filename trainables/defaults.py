@@ -7,6 +7,8 @@ against the registries live in trainables.config.
 """
 from __future__ import annotations
 
+import math
+
 from trainables.errors import ConfigError, suggest
 
 DEFAULTS: dict = dict(
@@ -93,3 +95,69 @@ def check_keys(keys, where: str = "config") -> None:
     for key in keys:
         if key not in DEFAULTS:
             raise ConfigError(f'unknown {where} key "{key}"{suggest(key, DEFAULTS)}')
+
+
+CHOICES: dict[str, tuple] = dict(
+    init_mode=("fan_in", "fan_out"),
+    init_nonlinearity=("auto", "relu", "leaky_relu", "linear", "tanh", "sigmoid", "selu"),
+    init_targets=("conv", "linear", "all"),
+    optimizer=("adam", "sgd"),
+    schedule=("constant", "cosine"),
+    device=("auto", "cpu", "cuda"),
+    class_weights=("none", "inverse", "effective"),
+    class_metrics=("final", "every", "off"),
+    precision=("auto", "fp32", "bf16"),
+    memory_format=("auto", "channels_last", "contiguous"),
+)
+
+POSITIVE = ("depth", "width", "epochs", "batch_size", "lr", "stages", "lr_scale")
+NON_NEGATIVE = ("train_subset", "test_subset", "val_size", "split_seed", "momentum",
+                "weight_decay", "lr_min", "checkpoint_every", "init_std", "prelu_init",
+                "act_slope", "seed", "fail_at_epoch", "blocks", "folds", "fold")
+
+# study 003 keys (see their block in DEFAULTS)
+CHOICES.update(task=("train", "probe"), probe_input=("data", "gaussian"), init_bias=("default", "zero"),
+               dropout_at=("head", "blocks", "all"))
+POSITIVE += ("init_batch", "lsuv_tol", "lsuv_max_iter")
+PROBABILITY = ("dropout",)  # in [0, 1): p = 1 would drop every unit and divide by zero
+
+
+def coerce(key: str, value):
+    """Convert `value` (possibly a command-line string) to the type of DEFAULTS[key]."""
+    check_keys([key])
+    default = DEFAULTS[key]
+    want = type(default)
+    if isinstance(value, str) and want is not str:
+        text = value.strip()
+        if want is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f'{key}={value!r}: expected true or false')
+        try:
+            return want(float(text)) if want is int and "e" in text.lower() else want(text)
+        except ValueError:
+            raise ConfigError(f"{key}={value!r}: expected {want.__name__}") from None
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _check_value(key: str, value, choices: dict) -> None:
+    want = type(DEFAULTS[key])
+    ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: expected {want.__name__}, got {type(value).__name__}")
+    if key in choices and value not in choices[key]:
+        raise ConfigError(f'{key}="{value}" is not a known {key}{suggest(value, choices[key])}')
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r}: must be a finite number")
+    if key in POSITIVE and value <= 0:
+        raise ConfigError(f"{key}={value!r}: must be > 0")
+    if key in NON_NEGATIVE and value < 0:
+        raise ConfigError(f"{key}={value!r}: must be >= 0")
+    if key in PROBABILITY and not 0 <= value < 1:
+        raise ConfigError(f"{key}={value!r}: must be in [0, 1) (a drop probability; 1 would drop every unit)")

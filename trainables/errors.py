@@ -9,6 +9,14 @@ class ConfigError(ValueError):
     """A user-facing mistake in a config, a sweep file or a command-line flag."""
 
 
+class DataError(RuntimeError):
+    """A data folder that is missing, empty or corrupt, or a download that failed."""
+
+
+class DataMissing(DataError):
+    """The data set is not in the folder and could not be downloaded (no network): nothing is corrupt."""
+
+
 def suggest(name: str, valid) -> str:
     """' (did you mean "x"?)' for the closest valid name, or a list of the valid ones."""
     valid = sorted(map(str, valid))

@@ -2,7 +2,7 @@
 searchers, with the settings recorded in sweep.json and every outcome in Parquet.
 
     --search random   the default when a key is sampled: `--samples N` draws per grid cell, made in
-                      plan() with Ray's own domains (sweeps/space.py), so --dry-run lists what runs
+                      plan() with Ray's own domains (sweeps/engine/space.py), so --dry-run lists what runs
     --search optuna   Ray's OptunaSearch (TPE) behind a ConcurrencyLimiter; `--trials N` is the budget.
                       A model-based searcher picks every trial itself, so it takes no grid axes and no
                       --seeds: those are a ConfigError (run one sweep per cell instead)
@@ -15,7 +15,7 @@ worst finite value when the trial diverged; Parquet still records such a trial a
 from __future__ import annotations
 
 
-from trainables.config import ConfigError
+from trainables.errors import ConfigError
 
 SCHEDULERS = {
     "fifo": "run every trial to the end (no early stopping)",

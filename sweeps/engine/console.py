@@ -28,7 +28,7 @@
 (tests/test_console.py's three-trial sweep, --progress-every 1; Ray's own log lines left out.)
 Everything goes to stderr, flushed, as plain ASCII lines under 120 characters with no colour and no cursor
 movement, so a terminal, a redirected log and `ray job logs` (not a TTY) read the same. The summary lines
-are sweeps.progress's, the same as `python -m analysis.status` prints from the Parquet; here they are
+are sweeps.results.progress's, the same as `python -m analysis.status` prints from the Parquet; here they are
 built from what Tune's callbacks deliver, never from storage (a sweep can hold thousands of trials on S3).
 
 ConsoleView must come after the Recorder in the callbacks: the Recorder decides a trial's status and keeps
@@ -44,8 +44,8 @@ from array import array
 import pandas as pd
 from ray import tune
 
-from sweeps import progress
-from sweeps.recorder import error_line, outcome, trial_row
+from sweeps.results import progress
+from sweeps.engine.recorder import error_line, outcome, trial_row
 
 DEFAULT_PROGRESS_EVERY = 30.0  # seconds between two summaries (--progress-every)
 INDENT = " " * len("start  ")  # a trial's title starts here, on start and end lines
@@ -158,7 +158,7 @@ class ConsoleView(tune.Callback):
         return _with_message(head, error)
 
     def summary_lines(self, trials=None, when: str = "progress") -> list[str]:
-        """A marker line with the clock and the time since the start, then sweeps.progress's summary."""
+        """A marker line with the clock and the time since the start, then sweeps.results.progress's summary."""
         self._seed(trials)
         rows = {**self._earlier, **{tid: {c: row.get(c) for c in self.columns}
                                     for tid, row in self.recorder.rows.items()}}

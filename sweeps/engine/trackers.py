@@ -10,7 +10,7 @@ under a sweep, and skip the per-layer `layers` list. So each Writer here is a fe
 own API (torch.utils.tensorboard, MlflowClient, wandb), and one tune.Callback feeds them all.
 
 A trial's run is named by what tells it apart from the sweep's other trials (run_name), the same live and
-exported. The Recorder decides each trial's status (sweeps.recorder.outcome); the callback sits after it in
+exported. The Recorder decides each trial's status (sweeps.engine.recorder.outcome); the callback sits after it in
 the callbacks list and reads that trial row back, so every tracker shows the status Parquet holds.
 
 A tracker that fails (a server down, a package broken at run time) prints one warning and is off for the
@@ -32,10 +32,10 @@ from urllib.parse import urlparse
 
 from ray import tune
 
-from sweeps.recorder import FINAL_METRICS, outcome
-from sweeps.storage import EPOCH_COLUMNS, Store
-from trainables.config import DEFAULTS, ConfigError
-from trainables.errors import suggest
+from sweeps.engine.recorder import FINAL_METRICS, outcome
+from sweeps.results.store import EPOCH_COLUMNS, Store
+from trainables.defaults import DEFAULTS
+from trainables.errors import ConfigError, suggest
 
 INSTALL = 'pip install -e ".[trackers]"'
 MODULES = {"tensorboard": "torch.utils.tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # what --log imports

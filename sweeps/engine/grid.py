@@ -17,8 +17,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from trainables.config import CHOICES, ConfigError, check_keys, registry_choices
-from trainables.errors import suggest
+from trainables.defaults import CHOICES, check_keys
+from trainables.errors import ConfigError, suggest
 
 Point = tuple[dict, dict]  # (config overrides, labels)
 
@@ -178,6 +178,7 @@ def select_variants(grid, name: str, labels: list[str], full=None) -> object:
         if full is not None and label in variant_labels(full, name):
             raise ConfigError(f'--grid {name}={label}: variant "{label}" is not in the --smoke grid, whose '
                               f'"{name}" variants are {listed}; drop --smoke to run it')
+        from trainables.config import registry_choices  # the registries load torch: only when a name is wrong
         if label in {**CHOICES, **registry_choices()}.get(name, ()):
             # The variants are named after a config key: they win, since a variant sets more than that key.
             raise ConfigError(f'--grid {name}={label}: "{label}" is a valid {name} but not one of this sweep\'s '

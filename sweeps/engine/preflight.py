@@ -8,9 +8,9 @@ import json
 import os
 import socket
 
-from sweeps import search
-from sweeps.storage import Store
-from trainables.config import ConfigError
+from sweeps.engine import search
+from sweeps.results.store import Store
+from trainables.errors import ConfigError
 
 
 def check_resources(args) -> None:

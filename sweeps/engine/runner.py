@@ -20,19 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-from sweeps import search
-from sweeps.grid import Sweep, replace_axis, select_variants, variant_labels
-from sweeps.preflight import (check_address, check_cluster_gpus, check_local_gpus, check_resources, check_resume,
+from sweeps.engine import search
+from sweeps.engine.grid import Sweep, replace_axis, select_variants, variant_labels
+from sweeps.engine.preflight import (check_address, check_cluster_gpus, check_local_gpus, check_resources, check_resume,
                               plan_record, ray_address)
-from sweeps.space import draw, parse_grid_value, sampled_nodes, without_sampled
-from sweeps.storage import Store
-from trainables.config import DEFAULTS, ConfigError, coerce, resolve
-from trainables.data import NUM_CLASSES, DataError, DataMissing, load_dataset, make_synthetic, split_facts
-from trainables.models import build_model, count_params
+from sweeps.engine.space import draw, parse_grid_value, sampled_nodes, without_sampled
+from sweeps.results.store import Store
+from trainables.defaults import DEFAULTS, coerce
+from trainables.errors import ConfigError, DataError, DataMissing
 
 EXIT_USAGE = 2
 DEFAULT_MAX_FAILURES = 1
-DEFAULT_PROGRESS_EVERY = 30.0  # seconds between the console view's summaries (sweeps/console.py)
+DEFAULT_PROGRESS_EVERY = 30.0  # seconds between the console view's summaries (sweeps/engine/console.py)
 
 
 def parse_args(argv, description: str, default_name: str, defaults: dict | None = None) -> argparse.Namespace:
@@ -98,6 +97,9 @@ def plan(sweep: Sweep, args) -> list[dict]:
         overrides  the keys the sweep and flags set, as they stand in sweep.json's plan
         labels, title, facts   variant/group labels, the console title, parameter count and data facts
     """
+    from trainables.config import resolve  # torch from here on: the registries and the models
+    from trainables.data import NUM_CLASSES
+    from trainables.models import build_model, count_params
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
     if args.epochs is not None:
@@ -201,6 +203,7 @@ def load_data(specs: list[dict], data_dir: str, smoke: bool = False) -> dict:
     """Each data set once. A --smoke run without the CIFAR files (and no download possible) runs on
     synthetic images of the same shape and class count, and says so loudly; a full sweep fails.
     The data's description is printed in the console view's header (run_sweep)."""
+    from trainables.data import NUM_CLASSES, load_dataset, make_synthetic, split_facts
     datasets = {}
     configs = [spec["config"] for spec in specs]
     for name in dict.fromkeys(config["dataset"] for config in configs):  # each data set once, in order
@@ -265,10 +268,10 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     import ray
     from ray import tune
 
-    from sweeps.console import ConsoleView, emit, header_lines, plan_keys
-    from sweeps.recorder import Recorder, reconcile
-    from sweeps.tune_state import SlimTuneState
-    from sweeps.trackers import callbacks as tracker_callbacks
+    from sweeps.engine.console import ConsoleView, emit, header_lines, plan_keys
+    from sweeps.engine.recorder import Recorder, reconcile
+    from sweeps.engine.tune_state import SlimTuneState
+    from sweeps.engine.trackers import callbacks as tracker_callbacks
     from trainables.environment import collect as environment
     from trainables.ray_trainable import run_trial
 
@@ -280,7 +283,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     # Our Recorder writes the results. Tune's own CSV/JSON/TensorBoard loggers would write them a
     # second time, at 0.2 s per trial (0.39 vs 0.17 s of sweep overhead, docs/benchmarks.md), and warn
     # that they cannot log the per-layer lists. Export the variable as 0 to get them back. The Recorder
-    # writes the one file Tune's ResultGrid reads, each trial's result.json (sweeps/tune_state.py).
+    # writes the one file Tune's ResultGrid reads, each trial's result.json (sweeps/engine/tune_state.py).
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     address = ray_address(args)
     try:
@@ -372,9 +375,9 @@ def renew_console(tuner, console, verbose: int) -> None:
     Recorder, replacing the old one (a sweep started before the view existed gets one too), and a
     SlimTuneState last (a sweep started before it existed gets one; an earlier version's result.json
     logger goes)."""
-    from sweeps.console import ConsoleView
-    from sweeps.recorder import Recorder
-    from sweeps.tune_state import ScalarJsonLogger, SlimTuneState
+    from sweeps.engine.console import ConsoleView
+    from sweeps.engine.recorder import Recorder
+    from sweeps.engine.tune_state import ScalarJsonLogger, SlimTuneState
     local = getattr(tuner, "_local_tuner", None)
     run_config = local.get_run_config() if local is not None else None
     if run_config is None:  # Ray client mode: the restored view prints with the first run's settings
@@ -427,7 +430,7 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
         check_resources(args)
         specs = plan(sweep, args)
         if args.log:  # imported only when asked for: the trackers' packages are an optional extra
-            from sweeps import trackers
+            from sweeps.engine import trackers
             args.log = trackers.check(args.log)
         if args.dry_run:
             print_dry_run(specs, getattr(args, "parsed_sets", None), args.search_settings)
@@ -436,7 +439,7 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
         store.check_writable()
         check_resume(store, specs, args)
         if args.resume:
-            from sweeps.trackers import check_resume as check_trackers_resume
+            from sweeps.engine.trackers import check_resume as check_trackers_resume
             check_trackers_resume(store, args.log)
         if args.max_failures is None:
             args.max_failures = DEFAULT_MAX_FAILURES

@@ -51,7 +51,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from trainables.config import ConfigError
+from trainables.errors import ConfigError
 
 TABLES = ("trials", "epochs", "layers", "classes", "confusion", "lineage")
 PER_EPOCH = ("lineage", "confusion", "classes", "layers", "epochs")  # compaction order: epochs last
@@ -67,7 +67,7 @@ LAYER_COLUMNS += PROBE_LAYER_COLUMNS
 CLASS_COLUMNS = ("trial_id", "epoch", "split", "class_index", "class_name", "support", "train_count",
                  "precision", "recall", "bcr", "ova_acc", "aggregated")
 CONFUSION_COLUMNS = ("trial_id", "epoch", "split", "true", "pred", "count")
-# PBT (sweeps/search.py): one row per exploit, plus the new values of the perturbed keys
+# PBT (sweeps/engine/search.py): one row per exploit, plus the new values of the perturbed keys
 LINEAGE_COLUMNS = ("trial_id", "epoch", "source_trial_id", "source_epoch")
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 

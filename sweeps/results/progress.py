@@ -1,6 +1,6 @@
 """The compact text summary of a sweep, built from frames already in memory.
 
-Two callers print the same lines: the live console view of a running sweep (sweeps.console, fed by
+Two callers print the same lines: the live console view of a running sweep (sweeps.engine.console, fed by
 Tune's callbacks, never by storage) and `python -m analysis.status` (fed by the Parquet). The header
 is printed once; the summary again and again:
 
@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from trainables.config import DEFAULTS
+from trainables.defaults import DEFAULTS
 
 STATUSES = ("completed", "running", "pending", "early_stopped", "diverged", "error", "stopped")
 WIDTH = 119  # every line stays under 120 characters

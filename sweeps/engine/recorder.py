@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 from ray import tune
 
-from sweeps.storage import (CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, FINAL, LAYER_COLUMNS, LINEAGE_COLUMNS,
+from sweeps.results.store import (CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, FINAL, LAYER_COLUMNS, LINEAGE_COLUMNS,
                             Store, arrow_rows, plain)
-from sweeps.tune_state import ScalarJsonLogger  # noqa: F401  where an earlier version's pickled callback unpickles
-from sweeps.tune_state import params_json, result_line, trial_folder, write_trial_files
+from sweeps.engine.tune_state import ScalarJsonLogger  # noqa: F401  where an earlier version's pickled callback unpickles
+from sweeps.engine.tune_state import params_json, result_line, trial_folder, write_trial_files
 from trainables.config import resolve
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
@@ -78,7 +78,7 @@ class Recorder(tune.Callback):
     waits for it, so a killed driver loses at most the epoch being written, per running trial, and a
     write's error surfaces at that trial's next result or at the end. When a trial ends, its epoch
     files are compacted (Store.compact_trial), its final row is written, and so are Tune's result.json
-    and params.json for it (sweeps/tune_state.py: Tune's ResultGrid reads them).
+    and params.json for it (sweeps/engine/tune_state.py: Tune's ResultGrid reads them).
 
     It keeps no state that matters: Ray pickles callbacks with the experiment, and a
     resumed sweep rebuilds the same files from what the trials report again.

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sweeps.grid import Cross, Union
-from trainables.config import CHOICES, DEFAULTS, _check_value, check_keys, coerce, registry_choices
+from sweeps.engine.grid import Cross, Union
+from trainables.defaults import CHOICES, DEFAULTS, _check_value, check_keys, coerce
 from trainables.errors import ConfigError, suggest
 
 # kind -> the --grid form; choice has none: a plain comma list is already a grid axis
@@ -162,6 +162,7 @@ def _valid(key: str, value, role: str, label: str):
         value = value.item()
     try:
         value = coerce(key, value)
+        from trainables.config import registry_choices  # the registries load torch
         _check_value(key, value, {**CHOICES, **registry_choices()})
     except ConfigError as e:
         raise ConfigError(f"{label}: {role} is invalid: {e}") from None
