@@ -261,6 +261,7 @@ def test_overhead_measures_the_runner_end_to_end():
     last_number(out, "overhead_per_trial_s")  # a difference of two walls: any sign is a measurement
 
 
+@pytest.mark.slow  # runs the benchmark itself: 12 s
 def test_memory_format_benchmark_compares_both_layouts():
     out = run_benchmark("benchmarks/memory_format.py", "--models", "cnn2", "--steps", "1", "--rounds", "1")
     assert "| cnn2 |" in out
