@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from trainables.errors import DataError, DataMissing  # noqa: F401 (raised here; defined in the leaf module)
+from trainables.geometry import NUM_CLASSES  # noqa: F401 (re-exported; torch-free there, so reports can read it)
 
 
 @dataclass
@@ -186,8 +187,6 @@ def make_synthetic(num_train: int = 50_000, num_test: int = 10_000, num_classes:
     return Dataset("synthetic", "synthetic", [f"class_{i}" for i in range(num_classes)],
                    train_x, train_y, test_x, test_y, mean, std)
 
-
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
 
 DATASETS = {
     "cifar10": lambda data_dir: load_cifar("cifar10", data_dir),

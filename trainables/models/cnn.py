@@ -14,26 +14,26 @@ from __future__ import annotations
 from torch import nn
 
 from trainables.activations import make_activation, make_dropout
+from trainables.geometry import IMAGE_SIZE, cnn_map_sides
 from trainables.models.registry import ModelSpec, register
 
 
-def build_cnn(config: dict, num_classes: int, image_size: int = 32) -> nn.Sequential:
+def build_cnn(config: dict, num_classes: int, image_size: int = IMAGE_SIZE) -> nn.Sequential:
     width = config["width"]
     layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), make_activation(config, width),
                                *make_dropout(config, "blocks")]
-    size = image_size
+    # where the pools go is trainables/geometry.py's rule, which the reports read too
+    sides = cnn_map_sides(config["depth"], image_size)
     for block in range(1, config["depth"]):
         layers.append(nn.Conv2d(width, width, 3, padding=1))
         if config["bn"]:
             layers.append(nn.BatchNorm2d(width))
         layers.append(make_activation(config, width))
         layers += make_dropout(config, "blocks")
-        if block % 2 == 0 and size > 1:
+        if sides[block] < sides[block - 1]:
             layers.append(nn.MaxPool2d(2))
-            size //= 2
-    layers += [nn.Flatten(), *make_dropout(config, "head"), nn.Linear(width * size * size, num_classes)]
+    layers += [nn.Flatten(), *make_dropout(config, "head"), nn.Linear(width * sides[-1] ** 2, num_classes)]
     return nn.Sequential(*layers)
-
 
 
 KEYS = ("depth", "width", "bn", "activation", "dropout", "dropout_at")
