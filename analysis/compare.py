@@ -92,14 +92,28 @@ def compare(path_a: str, path_b: str, metric: str = "test_acc", out: str | None 
     view["B - A"] = ["only in B" if pd.isna(na) else "only in A" if pd.isna(nb) else
                      describe_difference("B", "A", d, c, int(min(na, nb)), p, "Welch t", unit=unit, word="higher")
                      for d, c, na, nb, p in zip(res["diff"], res["diff_ci"], res["n_A"], res["n_B"], res["p"])]
-    report.table("compare", view, f"{metric}: mean ± 95% CI (n seeds) in A and B; the difference in words",
-                 main=True, min_n=fewest)
-    report.table("compare_long", res, f"{metric}{' (%)' if pct else ''} per cell in A and B, "
-                 "B - A with its 95% Welch CI and p", min_n=fewest)
+    report.section("Comparison")
+    report.findings(compare_findings(res, unit))
+    report.table("compare", view, f"{metric} in A and B",
+                 "Mean ± 95% CI (n seeds) per cell; B - A: the difference in words.", main=True, min_n=fewest)
+    report.table("compare_long", res, f"{metric}{' (%)' if pct else ''} per cell, numbers",
+                 "B - A with its 95% Welch CI and p.", min_n=fewest)
     report.figure("compare", dot_plot(res, keys, f"{metric}{' (%)' if pct else ''}", name_a, name_b),
-                  f"{metric} per cell, A vs B (error bars: 95% CI)")
+                  f"{metric} per cell, A vs B", "Error bars: 95% CI.", main=True)
     report.write()
     return report
+
+
+def compare_findings(res: pd.DataFrame, unit: str) -> str:
+    """How many matched cells moved up or down from A to B, and by how much at most."""
+    both = res.dropna(subset=["diff"])
+    if not len(both):
+        return "No cell ran in both sweeps: nothing to compare."
+    up, down = int((both["diff"] > 0).sum()), int((both["diff"] < 0).sum())
+    significant = int((both["p"] < 0.05).sum())
+    largest = both.loc[both["diff"].abs().idxmax(), "diff"]
+    return (f"B is higher than A in {up} and lower in {down} of {len(both)} cells that ran in both "
+            f"({significant} with Welch p < 0.05); the largest difference is {largest:+.1f} {unit}.")
 
 
 def dot_plot(res: pd.DataFrame, keys: list[str], ylabel: str, name_a: str, name_b: str):

@@ -1,16 +1,18 @@
 """The report document every study writes into, and the facts every report states first.
 
-`Report` collects a study's text, tables and figures and writes them under
-its `outdir`: each table as CSV and Markdown, each figure as PNG, an
+`Report` collects a study's findings, text, tables and figures and writes them
+under its `outdir`: each table as CSV and Markdown, each figure as PNG, an
 index.md linking them, and one self-contained report.html (rendered by
-analysis/html.py). `sweep_header` and `data_caveats` derive the page's header
-(what ran, when, on which data, what it cost) and where the data depart from
-the source's protocol; `reference` reads the source's reported figures from
-reference.json.
+analysis/html.py). Both pages lead with the answer: each section (the study's,
+then "Search") shows its findings, its main figure and its main table first,
+then the details, long tables folded away. `sweep_header` and `data_caveats`
+derive the page's header (what ran, when, on which data, what it cost) and
+where the data depart from the source's protocol; `reference` reads the
+source's reported figures from reference.json.
 
 This is library code: the study modules (depth_grid, vgg, init_variance,
-dropout_lsuv, imbalance), analysis/tables.py and analysis/compare.py import it;
-it imports none of them, nor the command line in analysis/report.py.
+dropout_lsuv, imbalance, lr_window), analysis/tables.py and analysis/compare.py
+import it; it imports none of them, nor the command line in analysis/report.py.
 """
 from __future__ import annotations
 
@@ -59,32 +61,65 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = FLOAT_FORMAT) -> str:
                              disable_numparse=text_columns if len(df) else True)
 
 
+# Where each part of a study's section stands on the page: the answer first (findings, the main figure, the
+# main table), then whatever explains or backs it, in the order the study added it.
+PAGE_ORDER = ("findings", "main figure", "main table", "details")
+LONG_TABLE = 20  # a details table with more rows than this is folded away (HTML) or linked as CSV (index.md)
+
+
+@dataclass
+class Part:
+    kind: str            # "text", "table" or "figure"
+    place: str           # one of PAGE_ORDER
+    section: str         # the heading of the section it belongs to ("" before any section was opened)
+    body: str = ""       # text: its Markdown; table: the Markdown table
+    name: str = ""       # table or figure: the file stem (<name>.csv / .md / .png)
+    title: str = ""      # table or figure: a short heading
+    about: str = ""      # table or figure: the definitions shown beneath the heading (Markdown)
+    folded: bool = False  # table: a long table, shown collapsed (HTML) or as a CSV link (index.md)
+    rows: int = 0        # table: its number of rows
+
+
 @dataclass
 class Report:
     outdir: Path
     tables: dict
     title: str
-    sections: list = field(default_factory=list)
+    parts: list = field(default_factory=list)    # Part, in the order added; page() puts them in page order
     main_table: str = ""
     header: dict = field(default_factory=dict)   # label -> value, the page's header table
     caveats: list = field(default_factory=list)  # where the data depart from the source protocol
     frames: dict = field(default_factory=dict)   # table name -> DataFrame, for the HTML page
     notes: dict = field(default_factory=dict)    # table name -> warnings shown with the table
     source: str = ""  # the sweep: a local folder or a URI (the report may be written elsewhere, --out)
+    current: str = ""  # the section parts are added to
+
+    def section(self, heading: str) -> None:
+        """Start a section (a study's own, then "Search"): page() orders the parts within each one."""
+        self.current = heading
+
+    def findings(self, markdown: str) -> None:
+        """The computed statements that answer the study's question: first in the section."""
+        self.parts.append(Part("text", "findings", self.current, markdown))
 
     def text(self, markdown: str) -> None:
+        """Prose that explains or qualifies the findings (definitions, caveats): with the details."""
         if markdown.startswith("> ") and markdown[2:] in self.caveats:
             return  # already in the header (build_report derives the caveats for every study)
-        self.sections.append(("text", markdown))
+        self.parts.append(Part("text", "details", self.current, markdown))
 
-    def table(self, name: str, df: pd.DataFrame, caption: str = "", main: bool = False,
-              min_n: int | None = None) -> None:
-        """`min_n`: fewest seeds behind any cell (default: the smallest value of an `n` column, if any);
-        below 3 the table carries a warning."""
+    def table(self, name: str, df: pd.DataFrame, title: str = "", about: str = "", *, main: bool = False,
+              fold: bool | None = None, min_n: int | None = None) -> None:
+        """`title`: a few words; `about`: the definitions beneath it. `main`: the table that answers the section
+        (the first one is what the command prints). `fold`: show it collapsed (default: a details table longer
+        than LONG_TABLE rows). `min_n`: fewest seeds behind any cell (default: the smallest value of an `n`
+        column, if any); below 3 the table carries a warning."""
         df.to_csv(self.outdir / f"{name}.csv", index=False)
         md = markdown_table(df)
         (self.outdir / f"{name}.md").write_text(md + "\n")
-        self.sections.append(("table", name, caption, md))
+        folded = (not main and len(df) > LONG_TABLE) if fold is None else fold
+        self.parts.append(Part("table", "main table" if main else "details", self.current, md, name, title, about,
+                               folded, len(df)))
         self.frames[name] = df
         if min_n is None and "n" in df.columns and len(df):
             min_n = int(df["n"].min())
@@ -92,31 +127,52 @@ class Report:
         if warning:
             self.notes.setdefault(name, []).append(warning)
             md = f"{md}\n\n**Warning:** {warning}"
-        if main:
-            self.main_table = f"{caption}\n\n{md}" if caption else md
+        if main and not self.main_table:  # the command prints the study's answer, not a later section's
+            heading = "\n".join(x for x in (title, about) if x)
+            self.main_table = f"{heading}\n\n{md}" if heading else md
 
-    def figure(self, name: str, fig, caption: str = "") -> None:
+    def figure(self, name: str, fig, title: str = "", about: str = "", *, main: bool = False) -> None:
+        """`main`: the figure that shows the answer, placed right after the findings."""
         fig.savefig(self.outdir / f"{name}.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
-        self.sections.append(("figure", name, caption))
+        self.parts.append(Part("figure", "main figure" if main else "details", self.current, name=name,
+                               title=title, about=about))
+
+    def page(self) -> list[tuple[str, list[Part]]]:
+        """(section heading, its parts in PAGE_ORDER, details in the order added) per section, in the order
+        the sections were opened."""
+        headings = dict.fromkeys(p.section for p in self.parts)
+        return [(h, sorted((p for p in self.parts if p.section == h), key=lambda p: PAGE_ORDER.index(p.place)))
+                for h in headings]
 
     def write(self) -> Path:
-        parts = [f"# {self.title}\n"]
-        for section in self.sections:
-            if section[0] == "text":
-                parts.append(section[1] + "\n")
-            elif section[0] == "table":
-                _, name, caption, md = section
-                warn = "".join(f"\n**Warning:** {w}\n" for w in self.notes.get(name, []))
-                parts.append(f"## {caption or name}\n{warn}\n{md}\n\n[{name}.csv]({name}.csv)\n")
-            else:
-                _, name, caption = section
-                parts.append(f"## {caption or name}\n\n![{caption or name}]({name}.png)\n")
         header = [f"- {k}: {v}" for k, v in self.header.items()] + [f"> {c}" for c in self.caveats]
+        lines = [f"# {self.title}\n", *header, ""]
+        for heading, parts in self.page():
+            if heading:
+                lines.append(f"## {heading}\n")
+            opened = set()
+            for part in parts:
+                if part.place in ("findings", "details") and part.place not in opened:
+                    lines.append(f"### {part.place.capitalize()}\n")
+                    opened.add(part.place)
+                lines.append(self.markdown_part(part, "####" if part.place == "details" else "###"))
         index = self.outdir / "index.md"
-        index.write_text("\n".join([parts[0], *header, "", *parts[1:]]))
+        index.write_text("\n".join(lines))
         (self.outdir / "report.html").write_text(render_html(self))
         return index
+
+    def markdown_part(self, part: Part, level: str) -> str:
+        if part.kind == "text":
+            return part.body + "\n"
+        about = f"{part.about}\n\n" if part.about else ""
+        heading = f"{level} {part.title or part.name}\n\n{about}"
+        if part.kind == "figure":
+            return f"{heading}![{part.title or part.name}]({part.name}.png)\n"
+        warn = "".join(f"**Warning:** {w}\n\n" for w in self.notes.get(part.name, []))
+        if part.folded:
+            return f"{heading}{warn}[{part.name}.csv]({part.name}.csv): {part.rows} rows, not shown here\n"
+        return f"{heading}{warn}{part.body}\n\n[{part.name}.csv]({part.name}.csv)\n"
 
 
 def data_caveats(trials: pd.DataFrame, protocol: dict) -> list[str]:

@@ -182,12 +182,36 @@ def kernel_rows(path, chosen: pd.DataFrame, ratio: float) -> list:
     return rows
 
 
+def weighting_findings(avg: pd.DataFrame, heads: pd.DataFrame) -> str:
+    """Per net and imbalance ratio: what each loss weighting does to tail recall, macro aggregated score and
+    accuracy against the unweighted loss."""
+    both = avg.merge(heads, on=COND)
+    plain = both[both["class_weights"] == "none"].set_index(["net", "imbalance_ratio"])
+    lines = []
+    for _, row in both[both["class_weights"] != "none"].iterrows():
+        key = (row["net"], row["imbalance_ratio"])
+        if key not in plain.index:
+            continue
+        ref = plain.loc[key]
+        changes = ", ".join(f"{label} {ref[col]:.2f} -> {row[col]:.2f}" for col, label in (
+            ("tail_recall", "tail recall (3 rarest classes)"), ("macro_aggregated", "macro aggregated"),
+            ("accuracy", "accuracy")))
+        lines.append(f"- {row['net']}, imbalance_ratio={row['imbalance_ratio']:g}, class_weights="
+                     f"{row['class_weights']} against none: {changes}.")
+    if lines:
+        return "**Weighted against unweighted loss** (test set, mean over seeds):\n\n" + "\n".join(lines)
+    best = both.loc[both["macro_aggregated"].idxmax()]
+    return (f"Highest macro aggregated test score: {best['net']}, class_weights={best['class_weights']}, "
+            f"imbalance_ratio={best['imbalance_ratio']:g}: {best['macro_aggregated']:.2f} (no unweighted run "
+            "beside a weighted one to compare).")
+
+
 def build(report: Report, tables: dict) -> None:
     trials, classes, confusion = tables["trials"], tables["classes"], tables["confusion"]
     for note in data_caveats(trials, {}):  # the source states no epochs or learning rate for all nets
         report.text(f"> {note}")
     if not len(classes):
-        report.text("No per-class rows (classes.parquet is empty): run with class_metrics=final or every.")
+        report.findings("No per-class rows (classes.parquet is empty): run with class_metrics=final or every.")
         return
     meta = trial_meta(trials)
     chosen = pick_best_fold(meta, classes)
@@ -199,48 +223,51 @@ def build(report: Report, tables: dict) -> None:
                             .first().items()))
 
     rank = ranked(per_class)
-    report.table("top_worst_classes_long", rank.round(3), "Top-5 and worst-5 classes by aggregated score, all conditions")
+    report.table("top_worst_classes_long", rank.round(3), "Top-5 and worst-5 classes, all conditions",
+                 "By aggregated score, one row per condition and class.", fold=True)
     for ratio in ratios[::-1]:
         for weights in weight_order(per_class["class_weights"]):
             report.table(f"top_worst_w-{weights}_rho-{ratio:g}", ranked_wide(rank, weights, ratio),
-                         f"Top-5 / worst-5 test classes, class_weights={weights}, imbalance_ratio={ratio:g}: "
-                         "class (training images) one-vs-rest Acc, P, R, BCR, Agg",
+                         f"Top-5 / worst-5 test classes, class_weights={weights}, imbalance_ratio={ratio:g}",
+                         "Each cell: class (training images), one-vs-rest Acc, P, R, BCR, Agg.",
                          main=(ratio == tail_ratio and weights == "none"))
 
     avg = averages(chosen, per_class)
-    report.table("average_metrics", avg.round(3),
-                 "Average test metrics over classes per model (accuracy = overall; macro means; median aggregated)")
-    report.table("weighted_vs_unweighted", weighted_vs_unweighted(avg, tail_head(per_class)).round(3),
-                 "Weighted (inverse) vs unweighted loss side by side; tail/head recall = mean over the 3 "
-                 "rarest / most frequent training classes")
+    heads = tail_head(per_class)
+    report.findings(weighting_findings(avg, heads))
+    report.table("average_metrics", avg.round(3), "Average test metrics per model",
+                 "Over classes: accuracy = overall; macro means; median aggregated.")
+    report.table("weighted_vs_unweighted", weighted_vs_unweighted(avg, heads).round(3),
+                 "Weighted vs unweighted loss",
+                 "Side by side per net and imbalance ratio; tail/head recall = mean over the 3 rarest / most "
+                 "frequent training classes.")
     ref = reference("imbalance")
     if ref:
         src = pd.DataFrame(ref["values"], columns=[*ref["keys"], "reported"])
         src = src.pivot(index="metric", columns=["net", "class_weights"], values="reported")
         src.columns = [f"{net} [{w}]" for net, w in src.columns]
-        report.table("source_averages", src.reset_index(),
-                     f"The source's average metrics ({ref['note']})")
+        report.table("source_averages", src.reset_index(), "The source's average metrics", f"{ref['note']}.")
     if meta["folds"].max() > 0:
         agg = last_epoch(classes[classes["split"] == "test"]).groupby("trial_id")["aggregated"].mean()
-        report.table("kfold", fold_table(meta, chosen, agg).round(3),
-                     "K-fold: the best fold by validation score (its test numbers) and mean ± std over folds")
+        report.table("kfold", fold_table(meta, chosen, agg).round(3), "K-fold",
+                     "The best fold by validation score (its test numbers) and mean ± std over folds.")
 
     report.figure("recall_vs_frequency", recall_vs_frequency(per_class, tail_ratio),
-                  f"Per-class test recall (bars) against training images per class (line), "
-                  f"imbalance_ratio={tail_ratio:g}")
+                  f"Per-class test recall, imbalance_ratio={tail_ratio:g}",
+                  "Bars: test recall per class; line: training images per class (log).", main=True)
     for ratio in ratios[::-1]:
         report.figure(f"confusion_rho-{ratio:g}", confusion_heatmaps(chosen, confusion, per_class, ratio),
-                      f"Test confusion matrices, imbalance_ratio={ratio:g}")
+                      f"Test confusion matrices, imbalance_ratio={ratio:g}", "Row-normalised.")
     if "://" in report.source:  # the checkpoints are files under <sweep>/tune/: read them where they lie
         report.text("> Kernel pictures are drawn from the sweep's checkpoints, which this report cannot read "
                     f"from {report.source}; build it from a local copy of the sweep to get them.")
     rows = [] if "://" in report.source else kernel_rows(report.source or report.outdir.parent, chosen, tail_ratio)
     if rows:
-        report.figure("kernels_first_layer", init_vs_final([r[:3] for r in rows]),
-                      "First-layer kernels at init (left) and after training (right), one RGB tile per filter")
+        report.figure("kernels_first_layer", init_vs_final([r[:3] for r in rows]), "First-layer kernels",
+                      "At init (left) and after training (right), one RGB tile per filter.")
         for label, _, _, (name, weight) in rows:  # the deepest conv, per input channel, as the source drew it
             tag = label.split(" ")[0]
             report.figure(f"kernels_last_conv_{tag}", kernel_figure(weight, f"{label}: {name}", max_out=8),
-                          f"{label}: kernels of the last conv layer after training (filters x input channels)")
+                          f"{label}: last conv's kernels", "After training; filters x input channels.")
     else:
         report.text("No kernel pictures: no checkpoint with init weights (run with weight_snapshots=true).")

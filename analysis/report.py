@@ -2,7 +2,9 @@
 
 The command line only. STUDIES maps each study (read from the trials table,
 so the command needs only the path) to its module's `build(report, tables)`,
-which adds tables and figures through a Report. Where things live:
+which adds findings, tables and figures through a Report; the page puts each
+section's findings first, then its main figure, its main table and the details.
+Where things live:
 
 - analysis/document.py: Report (writes CSV, Markdown and PNG under
   `<storage>/<name>/report/`, an index.md linking them, and one
@@ -12,7 +14,7 @@ which adds tables and figures through a Report. Where things live:
 - analysis/search.py: the "Search" section added after any study's own,
   when the sweep sampled keys or stopped trials early (sweep.json "search");
 - analysis/depth_grid.py, vgg.py, init_variance.py, dropout_lsuv.py,
-  imbalance.py, lr_window.py: one module per study.
+  imbalance.py, lr_window/ (a package: compute, figures, text): one per study.
 
 `python -m analysis.report --compare A B` puts two sweeps side by side
 (see analysis/compare.py).
@@ -72,11 +74,12 @@ def build_report(path: str, out: str | None = None) -> Report:
     report.header = sweep_header(path, trials)
     protocol = reference(studies[0]).get("protocol", {})
     report.caveats = data_caveats(trials, {k: v for k, v in protocol.items() if k != "data_source"})
+    report.section(f"Study {studies[0]}")
     if studies[0] in STUDIES:
         importlib.import_module(f"analysis.{STUDIES[studies[0]]}").build(report, tables)
     else:
-        report.text(f"Study `{studies[0]}` has no report module of its own (analysis/report.py: STUDIES); "
-                    "what follows is the generic search section every sampled or early-stopped sweep gets.")
+        report.findings(f"Study `{studies[0]}` has no report module of its own (analysis/report.py: STUDIES); "
+                        "what follows is the generic search section every sampled or early-stopped sweep gets.")
     build_search_section(report, tables, search)  # no-op for a plain grid
     report.write()
     return report

@@ -5,7 +5,8 @@ sampled and from what (`"lr": "loguniform:1e-05:1.0"`), the searcher (grid, rand
 scheduler (fifo, asha, hyperband, median, pbt), the metric and mode it optimised, and the search seed.
 `build_search_section` turns that, the trials table and (PBT) the lineage table into:
 
-- a sentence or two saying what searched and what stopped trials, in plain words;
+- findings: the best config and what became of the trials, then (with the details) a sentence or two
+  saying what searched and what stopped trials, in plain words;
 - `search_space.png`: per sampled key, the final metric against the key's value (log axis for log
   distributions), one point per trial coloured by status: early-stopped trials hollow and labelled
   with the epochs they ran, diverged trials (no meaningful metric) on a row at the worse end (the bottom for
@@ -152,12 +153,13 @@ def build_search_section(report: Report, tables: dict, search: dict) -> None:
     """Add the Search section (text, figure, tables) to `report`; nothing for a plain grid sweep."""
     if not wanted(search):
         return
+    report.section("Search")
     trials = tables["trials"]
     metric = search.get("metric") or "test_acc"
     mode = search.get("mode") or ("min" if metric.endswith("_loss") else "max")
     if metric not in trials.columns:
-        report.text(f"**Search.** The sweep searched on {metric}, which the trials table does not hold: "
-                    "no search figure or ranking.")
+        report.findings(f"The sweep searched on {metric}, which the trials table does not hold: "
+                        "no search figure or ranking.")
         return
     sampled = {k: v for k, v in (search.get("sampled") or {}).items() if k in trials.columns}
     counts = trials["status"].value_counts()
@@ -192,12 +194,28 @@ def build_search_section(report: Report, tables: dict, search: dict) -> None:
 
     scale, unit = metric_scale(metric)
     report.figure("search_space", search_figure(trials, tables.get("epochs"), sampled, metric, mode, scheduler),
-                  f"Search: final {metric}{unit} against each sampled value, one point per trial, colour = status")
+                  f"Final {metric}{unit} per sampled value", "One point per trial, colour = status.", main=True)
     status_table(report, trials)
-    best_table(report, trials, sampled, metric, mode, scale, unit)
+    best = best_table(report, trials, sampled, metric, mode, scale, unit)
+    report.findings(search_findings(trials, best, metric, unit, mode))
     lineage = tables.get("lineage")
     if lineage is not None and len(lineage):
         lineage_table(report, trials, lineage, metric, scale, unit)
+
+
+def search_findings(trials: pd.DataFrame, best: pd.DataFrame, metric: str, unit: str, mode: str) -> str:
+    """The best config found and what became of the trials, in two lines."""
+    counts = trials["status"].value_counts()
+    fates = ", ".join(f"{int(counts[s])} {s}" for s in [*STYLES, *sorted(set(counts.index) - set(STYLES))]
+                      if s in counts)
+    lines = [f"- Trials: {len(trials)} ({fates})."]
+    if len(best):
+        top = best.iloc[0]
+        keys = [c for c in best.columns if c not in ("rank", f"{metric}{unit}", "n", "seeds", "mean", "ci")]
+        where = ", ".join(f"{k}={top[k]:.3g}" if isinstance(top[k], float) else f"{k}={top[k]}" for k in keys)
+        lines.insert(0, f"- Best config by final {metric} ({mode_text(mode)}), among completed trials: "
+                        f"{where or 'the one config'}: {metric}{unit} {top[f'{metric}{unit}']}.")
+    return "\n".join(lines)
 
 
 def status_table(report: Report, trials: pd.DataFrame) -> None:
@@ -205,26 +223,26 @@ def status_table(report: Report, trials: pd.DataFrame) -> None:
     order = [s for s in STYLES if s in counts] + sorted(s for s in counts.index if s not in STYLES)
     table = pd.DataFrame({"status": order, "trials": [int(counts[s]) for s in order]})
     table["share (%)"] = (100 * table["trials"] / table["trials"].sum()).round(1)
-    report.table("search_status", table, "Search: trials by status", min_n=MANY)
+    report.table("search_status", table, "Trials by status", min_n=MANY)
     early = trials[trials["status"] == "early_stopped"]
     if not len(early) or "epochs_completed" not in early:
         return
     rungs = early["epochs_completed"].value_counts().sort_index()
     planned = early["epochs"].max() if "epochs" in early else math.nan
     rung_table = pd.DataFrame({"epochs run": rungs.index.astype(int), "early-stopped trials": rungs.values.astype(int)})
-    caption = "Search: early-stopped trials by the epoch they stopped after (the scheduler's rungs)"
+    about = "Early-stopped trials by the epoch they stopped after (the scheduler's rungs)"
     if not pd.isna(planned):
-        caption += f"; trials planned {int(planned)} epochs"
-    report.table("search_rungs", rung_table, caption, min_n=MANY)
+        about += f"; trials planned {int(planned)} epochs"
+    report.table("search_rungs", rung_table, "Early stops by rung", about + ".", min_n=MANY)
 
 
 def best_table(report: Report, trials: pd.DataFrame, sampled: dict, metric: str, mode: str, scale: float,
-               unit: str) -> None:
+               unit: str) -> pd.DataFrame:
     """The best configs among completed trials; configs that ran with several seeds as mean ± 95% CI (n)."""
     done = trials[(trials["status"] == "completed") & trials[metric].notna()].copy()
     if not len(done):
         report.text(f"**Best configs.** No trial completed with a {metric}: nothing to rank.")
-        return
+        return pd.DataFrame()
     keys = varying_keys(trials, list(sampled))
     done["_value"] = done[metric] * scale
     if keys:
@@ -246,9 +264,10 @@ def best_table(report: Report, trials: pd.DataFrame, sampled: dict, metric: str,
     shown = stats[["rank", *keys, label, "n", *(["seeds"] if "seeds" in stats else []), "mean", "ci"]]
     how = ("configs that ran with several seeds as mean ± 95% CI half-width (n seeds)" if repeated
            else "one trial per config (no config repeated with another seed): single values, no CI")
-    report.table("search_best", shown,
-                 f"Search: best {len(shown)} config(s) among {len(done)} completed trials by final {metric} "
-                 f"({mode_text(mode)}); {how}", min_n=int(stats["n"].min()) if repeated else MANY)
+    report.table("search_best", shown, f"Best {len(shown)} config(s) by final {metric}",
+                 f"Among {len(done)} completed trials, {mode_text(mode)}; {how}.", main=True,
+                 min_n=int(stats["n"].min()) if repeated else MANY)
+    return shown
 
 
 def lineage_table(report: Report, trials: pd.DataFrame, lineage: pd.DataFrame, metric: str, scale: float,
@@ -273,10 +292,9 @@ def lineage_table(report: Report, trials: pd.DataFrame, lineage: pd.DataFrame, m
         row[f"final {metric}{unit}"] = trial.get(metric, math.nan) * scale
         rows.append(row)
     table = pd.DataFrame(rows)
-    report.table("search_lineage", table,
-                 f"Search: PBT exploits per trial ({len(lineage)} in all): the epochs it copied another trial's "
-                 f"checkpoint, from how many trials, and each mutated key from its start to its end "
-                 "(min/max over the path)", min_n=MANY)
+    report.table("search_lineage", table, f"PBT exploits per trial ({len(lineage)} in all)",
+                 "The epochs a trial copied another trial's checkpoint, from how many trials, and each mutated key "
+                 "from its start to its end (min/max over the path).", min_n=MANY)
 
 
 # --- the figure -------------------------------------------------------------------------------------------------

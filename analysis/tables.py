@@ -188,17 +188,36 @@ def stat_table(report: Report, name: str, trials: pd.DataFrame, value: str, *, r
                    + (f": {off} of {len(stats)} cells are off it and show none" if off else ""))
     ran = stats["n"][stats["n"] > 0]
     min_n = int(ran.min()) if len(ran) else 0
-    report.table(name, wide.reset_index().fillna("-"), f"{caption}: {legend}", main=main, min_n=min_n)
-    report.table(f"{name}_long", stats, f"{caption}: one row per cell (CSV has every column)", min_n=min_n)
+    report.table(name, wide.reset_index().fillna("-"), caption, legend[0].upper() + legend[1:] + ".", main=main,
+                 min_n=min_n)
+    report.table(f"{name}_long", stats, f"{caption}, numbers", "One row per cell: every column of the statistics.",
+                 fold=True, min_n=min_n)
     return stats
+
+
+def extremes_text(stats: pd.DataFrame, keys: list[str], what: str, digits: int = 1) -> str:
+    """'Highest <what>: init=he_normal, depth=5, 45.0 ± 1.2 (n=3); lowest: ... (4 cells).' over the cells of a
+    stat_table frame that have a mean: the first thing a reader of the table looks for."""
+    shown = stats[stats["n"] > 0].dropna(subset=["mean"])
+    if not len(shown):
+        return f"No cell has a completed trial: no {what} to compare."
+
+    def words(row) -> str:
+        where = ", ".join(f"{k}={fmt(row[k])}" for k in keys)
+        return f"{where + ', ' if where else ''}{format_cell(row['mean'], row['ci'], row['n'], digits)}"
+
+    text = f"Highest {what}: {words(shown.loc[shown['mean'].idxmax()])}"
+    if len(shown) > 1:
+        text += f"; lowest: {words(shown.loc[shown['mean'].idxmin()])}"
+    return text + f" ({len(shown)} cell{'s' if len(shown) > 1 else ''})."
 
 
 def paired_table(report: Report, name: str, trials: pd.DataFrame, value: str, *, factor: str, a, b,
                  keys: list[str], caption: str, scale: float = 1.0) -> pd.DataFrame:
     """Paired t test of factor=a vs factor=b at each cell of the other `keys`, paired by seed.
 
-    Writes the table and one plain-words statement per cell; returns the frame.
-    Nothing is written when the sweep lacks one of the two arms.
+    Writes one plain-words statement per cell as findings and the numbers as a details table; returns the
+    frame. Nothing is written when the sweep lacks one of the two arms.
     """
     data = finished(trials).assign(_value=lambda d: d[value] * scale)
     if not {a, b} <= set(data[factor].unique()):
@@ -211,8 +230,8 @@ def paired_table(report: Report, name: str, trials: pd.DataFrame, value: str, *,
     lines = [f"- {', '.join(f'{k}={fmt(v)}' for k, v in zip(by, r[by]))}: {r['statement']}"
              + (f" (Holm-adjusted over {tested} cells: {format_p(r['p_holm'])})" if tested > 1 and pd.notna(r["p"]) else "")
              for _, r in res.iterrows()]
-    report.text(f"**{caption}**\n\n" + "\n".join(lines))
+    report.findings(f"**{caption}**\n\n" + "\n".join(lines))
     holm_note = f"p_holm = p adjusted for the {tested} cells tested here (Holm), " if tested > 1 else ""
-    report.table(name, res, f"{caption}: the numbers (diff = {a} - {b}, ci = 95% t half-width, p per cell, "
-                 f"{holm_note}d_z = diff / sd of the paired differences)", min_n=int(res["n"].min()))
+    report.table(name, res, f"{caption}: the numbers", f"diff = {a} - {b}, ci = 95% t half-width, p per cell, "
+                 f"{holm_note}d_z = diff / sd of the paired differences.", min_n=int(res["n"].min()))
     return res

@@ -93,6 +93,19 @@ def gradient_summary(flow: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def best_text(table: pd.DataFrame, keys: list[str]) -> str:
+    """The setting with the highest final validation accuracy (test accuracy if none), beside the source's."""
+    metric = next((m for m in ("val_acc", "test_acc") if m in table and table[m].notna().any()), None)
+    if metric is None:
+        return "No finished trial with an accuracy: nothing to rank."
+    best = table.loc[table[metric].idxmax()]
+    where = ", ".join(f"{k}={best[k]:g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in keys)
+    source = best.get(f"src {metric}")
+    beside = f" (source: {source:.1f}%)" if source is not None and not pd.isna(source) else ""
+    return (f"Highest final {metric}: {where}, {best[metric]:.1f}%{beside}, mean over {int(best['n'])} trial(s); "
+            f"{len(table)} setting(s) in the table.")
+
+
 def build(report: Report, tables: dict) -> None:
     trials, epochs, layers = describe(tables["trials"]), tables["epochs"], tables["layers"]
     study = trials["study"].iloc[0]
@@ -103,17 +116,23 @@ def build(report: Report, tables: dict) -> None:
                 "Accuracies in %, `it_per_s` is the median over epochs of training steps per second.")
 
     shown = ["stages", "blocks", "weight_layers", "bn", "residual", "activation", "params"]
+    metrics_note = "Mean over seeds; `src` columns: the source's figures."
     if study == "vgg_regularization":
         keys = ["weight_decay", "lr_scale", "batch_size"]
         table = final_table(trials, epochs, keys, study, ["group"])
         wd = table[np.isclose(table["lr_scale"], 1.0) & (table["batch_size"] == 100)]
         lr_batch = table[np.isclose(table["weight_decay"], BASELINE["weight_decay"])]
-        report.table("weight_decay", wd, "Weight decay (L2 in Adam) on VGG38 BN+residual: final metrics", main=True)
-        report.table("lr_batch", lr_batch, "LR speed-up and batch size around VGG38 RN+WP (weight decay 1e-3)")
+        report.table("weight_decay", wd, "Weight decay on VGG38 BN+residual",
+                     f"L2 in Adam; final metrics. {metrics_note}", main=True)
+        report.table("lr_batch", lr_batch, "LR speed-up and batch size",
+                     f"Around VGG38 RN+WP (weight decay 1e-3). {metrics_note}")
     else:
-        report.table("final_metrics", final_table(trials, epochs, ["model"], study, shown),
-                     "Final train/validation/test metrics per model" + (" with training speed" if study == "vgg_deeper"
-                                                                           else ""), main=True)
+        keys = ["model"]
+        table = final_table(trials, epochs, keys, study, shown)
+        report.table("final_metrics", table, "Final metrics per model",
+                     "Train, validation and test" + (", with training speed" if study == "vgg_deeper" else "")
+                     + f". {metrics_note}", main=True)
+    report.findings(best_text(table, keys))
 
     meta = views(trials, study)[["trial_id", "panel", "variant"]]
     long = curves(epochs, meta)
@@ -123,7 +142,8 @@ def build(report: Report, tables: dict) -> None:
         report.figure(f"{name}_vs_epoch", panel_lines(
             long, panels, "variant", "epoch", col, ylabel=label, xlabel="epoch",
             title=f"{name.capitalize()} by epoch: train dashed, validation solid (mean over seeds)", **style),
-            f"{name.capitalize()} vs epoch (train dashed, validation solid)")
+            f"{name.capitalize()} vs epoch", "Train dashed, validation solid; mean over seeds.",
+            main=name == "accuracy")
 
     flow = layers.merge(meta.drop_duplicates("trial_id"), on="trial_id")  # each trial once
     summary = gradient_summary(flow)
@@ -135,7 +155,12 @@ def build(report: Report, tables: dict) -> None:
         flow, ["variant"], "epoch", "layer", "grad_abs_mean", ylabel="mean |grad| of the weights",
         xlabel="weight layer (0 = entry conv, last = linear head)", logy=True, palette=palette,
         title="Gradient flow: one line per epoch (dark = early, yellow = late)"),
-        "Gradient flow per layer, one line per epoch" + (f" ({len(chosen)} evenly spaced epochs shown)"
-                                                         if len(chosen) < flow["epoch"].max() else ""))
-    report.table("gradient_summary", summary,
-                 "Mean |grad| at the entry conv, middle conv, last conv and head, first and last epoch")
+        "Gradient flow per layer", "One line per epoch" + (f" ({len(chosen)} evenly spaced epochs shown)"
+                                                           if len(chosen) < flow["epoch"].max() else "") + ".")
+    report.table("gradient_summary", summary, "Gradient at the ends of the net",
+                 "Mean |grad| at the entry conv, middle conv, last conv and head, first and last epoch.")
+    if len(summary):
+        last = summary[summary["epoch"] == summary.groupby("variant")["epoch"].transform("max")]
+        ratio = last["entry_over_last_conv"]
+        report.findings(f"At the last epoch the entry conv's mean |grad| is {ratio.min():.3g} to {ratio.max():.3g} "
+                        f"times the last conv's (over {len(last)} variant(s)).")

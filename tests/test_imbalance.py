@@ -277,5 +277,39 @@ def test_kfold_sweep_writes_classes_and_confusion_and_a_report(tiny_cifar10, tmp
         assert set(cells["epoch"]) == {2} and cells["count"].sum() == t["n_test"]
     assert trials["n_train"].sum() == trials["n_val"].sum()  # 2 folds: each half trains once, validates once
     report = build_report(str(tmp_path / "res" / "imbalance_test"))
-    names = {s[1] for s in report.sections if s[0] in ("table", "figure")}
+    names = {p.name for p in report.parts if p.kind in ("table", "figure")}
     assert {"kfold", "average_metrics", "weighted_vs_unweighted", "recall_vs_frequency"} <= names
+
+
+# --- the report, on fabricated tables ---------------------------------------------------------------------------
+
+def test_report_leads_with_what_the_weighting_changes(tmp_path):
+    """One net, unweighted against inverse weights, 4 classes with a known tail: the findings state the change in
+    tail recall first, then come the recall figure and the top/worst table; the long table is folded."""
+    import pandas as pd
+
+    from analysis import imbalance as report_module
+    from analysis.document import Report
+    counts = [40, 20, 5, 1]
+    recall = {"none": [0.9, 0.6, 0.2, 0.0], "inverse": [0.8, 0.6, 0.4, 0.3]}
+    trials, classes, confusion = [], [], []
+    for weights, rec in recall.items():
+        tid = f"t_{weights}"
+        trials.append(dict(trial_id=tid, study="imbalance", net="baseline4", model="baseline4", class_weights=weights,
+                           imbalance_ratio=40.0, fold=0, folds=0, seed=0, status="completed",
+                           test_acc=float(np.mean(rec)), val_acc=float(np.mean(rec)),
+                           train_class_counts=json.dumps(counts)))
+        for c, (n, r) in enumerate(zip(counts, rec)):
+            classes.append(dict(trial_id=tid, epoch=1, split="test", class_index=c, class_name=f"c{c}", train_count=n,
+                                support=10, ova_acc=r, precision=r, recall=r, bcr=r, aggregated=r))
+            confusion.append(dict(trial_id=tid, epoch=1, split="test", true=c, pred=c, count=int(10 * r)))
+    tables = dict(trials=pd.DataFrame(trials), classes=pd.DataFrame(classes), confusion=pd.DataFrame(confusion))
+    report = Report(tmp_path, tables, title="imbalance")
+    report_module.build(report, tables)
+    (_, parts), = report.page()
+    assert [p.place for p in parts[:3]] == ["findings", "main figure", "main table"]
+    tail = (0.2 + 0.0 + 0.6) / 3, (0.4 + 0.3 + 0.6) / 3  # the 3 rarest classes
+    assert (f"- baseline4, imbalance_ratio=40, class_weights=inverse against none: tail recall (3 rarest classes) "
+            f"{tail[0]:.2f} -> {tail[1]:.2f}") in parts[0].body
+    assert parts[1].name == "recall_vs_frequency" and parts[2].name == "top_worst_w-none_rho-40"
+    assert next(p for p in parts if p.name == "top_worst_classes_long").folded

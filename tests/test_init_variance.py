@@ -194,3 +194,35 @@ def test_a_probe_after_training_in_the_same_worker_sees_denormals(data):
     assert not denormal_survives()  # training flushes
     probe_rows(dict(model="mlp", depth=3, width=16, init="he_normal", activation="relu"), data)
     assert denormal_survives()  # the probe does not
+
+
+# --- the report ---
+
+def test_report_leads_with_the_ratios_and_takes_the_cnn_pooling_from_trainables(tmp_path):
+    """Fabricated probe rows with known per-layer factors: the findings name the flattest scheme and the
+    closed-form agreement first, and the CNN note's 1x1 layer comes from trainables.geometry."""
+    from analysis import init_variance as report_module
+    from analysis.document import Report
+    from trainables.geometry import cnn_map_sides
+    factors = {"he_fan_in": 1.0, "xavier": 0.5, "normal_1": 8.0}  # ReLU, width 16: N(0,1) gives n/2 = 8
+    trials, layers = [], []
+    for arch, depth in (("mlp", 6), ("cnn", 14)):
+        for scheme, factor in factors.items():
+            tid = f"{arch}_{scheme}"
+            trials.append(dict(trial_id=tid, scheme=scheme, arch=arch, activation="relu", depth=depth, width=16,
+                               init_batch=8))
+            layers += [dict(trial_id=tid, epoch=1, layer=k, pre_act_var=factor ** k, post_act_var=factor ** k / 2,
+                            grad_input_var=factor ** -k, grad_weight_var=factor ** -k) for k in range(depth)]
+    tables = dict(trials=pd.DataFrame(trials), layers=pd.DataFrame(layers))
+    report = Report(tmp_path, tables, title="init_variance")
+    report_module.build(report, tables)
+    (_, parts), = report.page()
+    assert [p.place for p in parts[:4]] == ["findings", "findings", "main figure", "main table"]
+    assert parts[0].body.splitlines()[-2:] == ["- cnn relu: closest to flat: he_fan_in (Var last / first = 1); "
+                                               f"farthest: normal_1 ({8.0 ** 13:.3g}).",
+                                               "- mlp relu: closest to flat: he_fan_in (Var last / first = 1); "
+                                               f"farthest: normal_1 ({8.0 ** 5:.3g})."]
+    assert parts[1].body.startswith("ReLU MLP: the measured per-layer factor is within 0.0% of the closed form")
+    assert parts[2].name == "pre_act_var_cnn" and parts[3].name == "forward_ratio"
+    note = next(p.body for p in parts if p.body.startswith("CNN note"))
+    assert f"until the map is 1x1 (after {cnn_map_sides(14).index(1) + 1} convs)" in note and "11 convs" in note

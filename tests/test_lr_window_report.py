@@ -3,16 +3,21 @@ written directly with Store (no Ray), with known windows per cell."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats as sps
 
 from analysis import report as report_mod
+from analysis.lr_window import compute
 from sweeps.results.store import Store
-from tests.test_report import check_self_contained
+from tests.test_report import check_self_contained, outline
+from trainables import data, geometry
 from trainables.config import resolve
+from trainables.models import build_model
 
 LRS = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # the same draws in every cell (constant draws)
 EPOCHS = 4
@@ -166,8 +171,8 @@ def test_main_table_is_readable_with_none(single):
     assert "one lr trains" in cell(main, "xavier_normal", 20)["notes"]
     assert "reaches the highest lr tried" in cell(main, "he_normal", 2)["notes"]
     assert cell(main, "he_normal", 2)["first lr above"] == "top of range"
-    # the main table is what the command prints, with the threshold in its caption
-    assert single.main_table.startswith("Trainable lr window per cell (trains = final val_acc above 20.0% "
+    # the main table is what the command prints: a short title, the threshold in the definitions beneath it
+    assert single.main_table.startswith("Trainable lr window per cell\ntrains = final val_acc above 20.0% "
                                         "(chance 10.0% for 10 classes + 10 points)")
     assert "| he_normal | 20 | False | sgd | 3 of 6 | 0.001 | 0.1 | 2.00 | 0.01 |" in single.main_table
 
@@ -315,3 +320,64 @@ def test_command_prints_the_window_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("Trainable lr window per cell")
     assert "| normal | 20 | False | sgd | 0 of 6 | none | none | none |" in out
+
+
+def test_the_page_leads_with_the_answer(single):
+    """Findings, the map, the window table, then the details, in the study's section and the search section;
+    the per-cell-and-lr table and the per-layer one folded away; the prose's Markdown rendered."""
+    html_page = single.outdir / "report.html"
+    assert outline(html_page) == [
+        {"heading": "Study lr_window",
+         "parts": ["findings", "figure:lr_window_map", "table:lr_window", "details"]},
+        {"heading": "Search", "parts": ["findings", "figure:search_space", "table:search_best", "details"]}]
+    page = html_page.read_text()
+    findings = page[page.index('<div class="findings">'):page.index('<figure id="figure-lr_window_map"')]
+    assert "A lr trains when its final val_acc above 20.0%" in findings
+    assert "40 of 48 cells have a window; 8 train at no lr tried." in findings
+    assert "Against normal, He&#x27;s window is wider in 16, as wide in 0 and narrower in 0 of 16 cells" in findings
+    assert "the window narrows monotonically in 10 and is not monotone in 2 of 12 (init, bn, optimizer)" in findings
+    assert "times larger just above the window than just inside" in findings
+    # a short title, the definitions beneath it
+    assert '<h3 id="lr_window">Trainable lr window per cell</h3><div class="about"><p>trains = final val_acc' in page
+    # Markdown in the prose is rendered, not shown
+    assert "A trial <em>trains</em> when" in page and "*trains*" not in page
+    assert "<strong>Which learning rates train.</strong>" in page and "**" not in page
+    # long tables: folded in the page, a CSV link in index.md
+    for name, rows in (("lr_window_points", 288), ("lr_window_long", 48), ("lr_window_edges", None)):
+        assert re.search(f'<details id="{name}"><summary>[^<]* \\({rows or "[0-9]+"} rows\\)</summary>', page), name
+    index = (single.outdir / "index.md").read_text()
+    assert "[lr_window_points.csv](lr_window_points.csv): 288 rows, not shown here" in index
+    assert "| he_normal | 20 | False | sgd | 1e-05 |" not in index  # no row of the points table on the page
+    assert index.index("### Findings") < index.index("![Which lrs train](lr_window_map.png)") \
+        < index.index("### Trainable lr window per cell") < index.index("### Details")
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5, 10, 11, 12, 20, 50])
+def test_cnn_geometry_matches_the_torch_model(depth):
+    """trainables.geometry is what the CNN builder uses: the map side each conv reads and the side the classifier
+    flattens, measured on the real model, agree with it at every depth."""
+    model = build_model(resolve(dict(model="cnn", depth=depth, width=4, bn=False)), 10)
+    seen, flattened = [], []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-1]))
+        elif isinstance(module, torch.nn.Flatten):
+            module.register_forward_pre_hook(lambda m, args: flattened.append(args[0].shape[-1]))
+    model(torch.zeros(1, 3, geometry.IMAGE_SIZE, geometry.IMAGE_SIZE))
+    sides = geometry.cnn_map_sides(depth)
+    assert seen == [geometry.IMAGE_SIZE, *sides[:-1]] and flattened == [sides[-1]]
+    assert geometry.cnn_convs_on_1x1(depth) == seen.count(1)
+    assert geometry.cnn_pools(depth) == sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+
+
+def test_lr_window_reads_geometry_and_class_counts_from_trainables():
+    """No copy of the model's pooling or of the class counts in the report: one table, trainables'."""
+    assert compute.NUM_CLASSES is geometry.NUM_CLASSES is data.NUM_CLASSES
+    assert not hasattr(compute, "map_size") and not hasattr(compute, "CLASSES")
+    trials = pd.DataFrame({"dataset": ["cifar100"], "val_acc": [0.5], "status": ["completed"]})
+    s = compute.judge_settings("/nonexistent", trials)
+    assert (s["classes"], s["chance"], s["threshold"]) == (100, 1.0, 11.0)
+    t = pd.DataFrame({"depth": [2, 12], "status": "completed", "epochs": 1, "ran": 1, "trains": True, "lr": 1e-3})
+    notes = compute.caveats(t, t, t.assign(init="he_normal"), ["init"], dict(datasets=["cifar10"], search={}))
+    assert notes[0].startswith(f"At depth 12 the feature map reaches 1x1 after {geometry.cnn_pools(12)} pools")
+    assert f"the last {geometry.cnn_convs_on_1x1(12)} of its 12 convs see a 1x1 map" in notes[0]

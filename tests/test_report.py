@@ -84,11 +84,13 @@ def test_paired_table_states_holm_adjusted_p_per_cell(tmp_path):
     res = paired_table(report, "paired", trials, "acc", factor="init", a="he", b="normal", keys=["init", "depth"],
                        caption="He vs normal")
     assert list(res["p_holm"]) == pytest.approx(holm(res["p"]))
-    text = report.sections[0][1]
+    statements, table = report.parts
+    assert statements.place == "findings"  # the statements answer; the table of numbers backs them
+    text = statements.body
     for _, r in res.iterrows():
         assert f"depth={r['depth']}:" in text
     assert text.count("(Holm-adjusted over 3 cells: ") == 3
-    assert "p_holm = p adjusted for the 3 cells" in report.sections[1][2]
+    assert table.place == "details" and "p_holm = p adjusted for the 3 cells" in table.about
 
 
 def test_paired_drops_unpaired_seeds():
@@ -166,6 +168,53 @@ def check_self_contained(page: Path) -> Refs:
     return refs
 
 
+class Outline(HTMLParser):
+    """Each <section class="study"> of a page: its heading and its parts in page order, as 'findings',
+    'figure:<name>', 'table:<name>' (a table shown open), 'folded:<name>' and 'details'."""
+
+    VOID = {"img", "br", "hr", "meta", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.sections, self.depth, self.in_heading = [], 0, False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section" and a.get("class") == "study":
+            self.sections.append({"heading": "", "parts": []})
+            self.depth = 1
+            return
+        if not self.depth or tag in self.VOID:
+            return
+        if self.depth == 1:  # a direct child of the section
+            parts, name = self.sections[-1]["parts"], a.get("id", "")
+            if tag == "div" and a.get("class") in ("findings", "details"):
+                parts.append(a["class"])
+            elif tag == "figure":
+                parts.append(f"figure:{name.removeprefix('figure-')}")
+            elif tag == "h3" and name:
+                parts.append(f"table:{name}")
+            elif tag == "details":
+                parts.append(f"folded:{name}")
+            self.in_heading = tag == "h2"
+        self.depth += 1
+
+    def handle_endtag(self, tag):
+        if self.depth and tag not in self.VOID:
+            self.depth -= 1
+            self.in_heading = False
+
+    def handle_data(self, data):
+        if self.in_heading:
+            self.sections[-1]["heading"] += data
+
+
+def outline(page: Path) -> list[dict]:
+    parser = Outline()
+    parser.feed(page.read_text())
+    return parser.sections
+
+
 def test_report_page_three_seeds(tmp_path):
     path = fake_sweep(tmp_path, "dg", seeds=3, epochs=10)  # the source's 10 epochs: its figures stand beside ours
     rep = report_mod.build_report(str(path))
@@ -187,6 +236,40 @@ def test_report_page_three_seeds(tmp_path):
     assert "he_normal better than normal by" in text and "3 seeds, paired t" in text
     assert "fewer than 3" not in text
     assert (rep.outdir / "final_test_acc.csv").exists() and (rep.outdir / "gradient_flow.png").exists()
+
+
+def test_the_page_leads_with_the_answer(tmp_path):
+    """Findings first, then the main figure, the main table, and only then the details, in the HTML page and in
+    index.md; long tables folded away."""
+    rep = report_mod.build_report(str(fake_sweep(tmp_path, "dg", seeds=3)))
+    assert outline(rep.outdir / "report.html") == [{"heading": "Study depth_grid", "parts": [
+        "findings", "figure:final_test_acc_vs_depth", "table:final_test_acc", "details"]}]
+    page = (rep.outdir / "report.html").read_text()
+    findings = page[page.index('<div class="findings">'):page.index('<figure id="figure-final_test_acc_vs_depth"')]
+    assert "Highest final test accuracy (%): init=he_normal, activation=relu, depth=5, 4" in findings
+    assert "he_normal better than normal by" in findings  # the paired statements are findings too
+    # the table's title is a few words; what its cells mean stands beneath it
+    assert '<h3 id="final_test_acc">Final test accuracy (%)</h3><div class="about"><p>Mean ± 95% CI' in page
+    # the long table of numbers is folded in the page and only linked from index.md
+    assert re.search(r'<details id="final_test_acc_long"><summary>Final test accuracy \(%\), numbers', page)
+    index = (rep.outdir / "index.md").read_text()
+    assert "[final_test_acc_long.csv](final_test_acc_long.csv): 4 rows, not shown here" in index
+    order = [index.index(x) for x in ("## Study depth_grid", "### Findings", "![", "### Final test accuracy (%)",
+                                      "### Details")]
+    assert order == sorted(order)
+
+
+def test_inline_markdown_renders_and_leaves_products_alone():
+    from analysis.html import inline, markdown_block
+    assert inline("A trial *trains* when") == "A trial <em>trains</em> when"
+    assert inline("**Which lrs train.** A *cell*") == "<strong>Which lrs train.</strong> A <em>cell</em>"
+    assert inline("`update_ratio` = ||W|| * 2, n*k, 2 * 3") == "<code>update_ratio</code> = ||W|| * 2, n*k, 2 * 3"
+    assert inline("`a*b*c` and *x*") == "<code>a*b*c</code> and <em>x</em>"  # no emphasis inside code
+    assert inline("<b> & *it's*") == "&lt;b&gt; &amp; <em>it&#x27;s</em>"  # escaped first
+    assert inline("he_normal's *n_train*") == "he_normal&#x27;s <em>n_train</em>"
+    html_text = markdown_block("**Caveats.** Lead-in:\n- one *a*\n- two\n  continued\n\n> a caveat")
+    assert html_text == ("<p><strong>Caveats.</strong> Lead-in:</p>\n<ul><li>one <em>a</em></li><li>two continued</li>"
+                         '</ul>\n<div class="caveat">a caveat</div>')
 
 
 def test_a_short_run_is_off_the_source_protocol(tmp_path):

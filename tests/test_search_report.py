@@ -13,7 +13,7 @@ from analysis import report as report_mod
 from analysis.document import Report
 from analysis.tables import stat_table
 from sweeps.results.store import Store
-from tests.test_report import check_self_contained, fake_sweep
+from tests.test_report import check_self_contained, fake_sweep, outline
 from trainables.config import resolve
 
 SEARCH = {"sampled": {"lr": "loguniform:1e-05:1.0"}, "searcher": "random", "scheduler": "asha",
@@ -92,6 +92,15 @@ def test_search_section_figure_counts_rungs_and_best_configs(tmp_path):
     v = values[("he_normal", 1e-3)]
     assert top["mean"] == pytest.approx(np.mean(v)) and top["ci"] == pytest.approx(sps.t.ppf(0.975, 1) * sps.sem(v))
     assert top["val_acc (%)"] == f"{np.mean(v):.1f} ± {top['ci']:.1f} (n=2)"
+    # both sections lead with the answer: the search's best config and what became of the trials come first
+    assert [s["parts"] for s in outline(out / "report.html")] == [
+        ["findings", "figure:final_test_acc_vs_depth", "table:final_test_acc", "details"],
+        ["findings", "figure:search_space", "table:search_best", "details"]]
+    findings = page[page.index("<h2>Search</h2>"):page.index('<figure id="figure-search_space"')]
+    assert "Best config by final val_acc (higher is better), among completed trials: lr=0.001, init=he_normal: " \
+           f"val_acc (%) {top['val_acc (%)']}." in findings
+    assert "Trials: 16 (8 completed, 4 early_stopped, 4 diverged)." in findings
+    assert rep.main_table.startswith("Final test accuracy (%)\n")  # the command prints the study's table
     # the study's own table names the outcomes instead of averaging them in
     long = pd.read_csv(out / "final_test_acc_long.csv")
     assert {"on_protocol", "n_diverged", "n_early_stopped", "stopped_at"} <= set(long.columns)
@@ -183,7 +192,7 @@ def test_source_figure_only_on_protocol_and_outcomes_in_cells(tmp_path):
     assert mixed.startswith("40.5 ± ") and " (n=2) +1 diverged [src 37.6, Δ +2.9]" in mixed
     assert wide.loc[("normal", "sgd"), "depth 2"] == "diverged (2 of 3), early_stopped at epoch 1 (1 of 3)"
     assert wide.loc[("normal", "sgd"), "depth 5"] == "diverged (3 of 3)"
-    caption = rep.main_table.split("\n")[0]
+    caption = rep.main_table.split("\n\n")[0]  # the title, then the definitions beneath it
     assert ("the source's value stands only beside cells on its protocol "
             "(epochs=10, batch_size=64, lr=0.001, optimizer=adam)") in caption
     assert "3 of 6 cells are off it" in caption and "'+1 diverged' beside a mean" in caption
@@ -211,7 +220,7 @@ def test_optimizer_in_the_protocol_gates_the_source_figure(tmp_path):
     assert stats.loc["a", "delta"] == pytest.approx(1.0) and math.isnan(stats.loc["b", "delta"])
     wide = report.frames["t"].set_index("init")["depth 2"]
     assert "[src 50.0, Δ +1.0]" in wide["a"] and "[src" not in wide["b"]
-    assert "(lr=0.001, optimizer=adam, epochs=10): 1 of 2 cells are off it" in report.sections[-2][2]
+    assert "(lr=0.001, optimizer=adam, epochs=10): 1 of 2 cells are off it" in report.parts[-2].about
 
 
 def test_loss_metric_ranks_ascending_and_single_draws_have_no_ci(tmp_path):
@@ -234,6 +243,8 @@ def test_loss_metric_ranks_ascending_and_single_draws_have_no_ci(tmp_path):
     best = report.frames["search_best"]
     done = trials[trials["status"] == "completed"].sort_values("val_loss")
     assert list(best["val_loss"]) == list(done["val_loss"].round(2)) and set(best["n"]) == {1}
-    assert best["ci"].isna().all() and "single values, no CI" in report.sections[-1][2]
-    assert "Optuna (TPE" in report.sections[0][1] and "at the top (the worse end)" in report.sections[0][1]
+    assert best["ci"].isna().all()
+    assert "single values, no CI" in next(p.about for p in report.parts if p.name == "search_best")
+    intro = next(p.body for p in report.parts if p.kind == "text" and "Optuna (TPE" in p.body)
+    assert "at the top (the worse end)" in intro
     assert (tmp_path / "search_space.png").stat().st_size > 10_000

@@ -197,3 +197,9 @@ def test_report_puts_the_study_figures_beside_ours(study, tmp_path):
         assert speeds.loc["vgg68", "src it_per_s"] == 8.6 and speeds.loc["vgg68", "it_per_s"] == 3.0
     flow = pd.read_csv(tmp_path / "gradient_summary.csv")
     assert (flow["entry_over_last_conv"] > 1).all()  # fabricated grads fall with depth: entry is the largest
+    # the page leads with the answer: findings, the accuracy curves, the main table, then the rest
+    (_, parts), = report.page()
+    assert [p.place for p in parts[:3]] == ["findings", "findings", "main figure"]
+    assert parts[2].name == "accuracy_vs_epoch" and parts[3].place == "main table"
+    assert parts[0].body.startswith("Highest final val_acc: ") and "40.0%" in parts[0].body
+    assert "times the last conv's" in parts[1].body
