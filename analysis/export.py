@@ -17,7 +17,9 @@ import sys
 
 from analysis.results import load
 from sweeps.results.store import Store
-from sweeps.engine.trackers import WRITERS, check, replay, sqlite_uri, sweep_info
+from sweeps.engine.trackers import WRITERS, check, sweep_info, writer_class
+from sweeps.engine.trackers.mlflow import sqlite_uri
+from sweeps.engine.trackers.replay import replay
 from trainables.errors import ConfigError
 
 EXIT_USAGE = 2
@@ -39,13 +41,13 @@ def export(path: str, to: str, out: str | None = None) -> tuple[int, str]:
     sweep = sweep_info(store, record, root=os.path.abspath(out) if out else None)
     if to == "mlflow":
         # --out names a folder for a SQLite store; without it MLFLOW_TRACKING_URI (or <sweep>/mlflow.db) applies
-        writer = WRITERS[to](sweep, uri=sqlite_uri(sweep.root) if out else None)
+        writer = writer_class(to)(sweep, uri=sqlite_uri(sweep.root) if out else None)
         where = writer.uri
         if writer.exported():
             raise ConfigError(f"sweep {store.name!r} already has MLflow runs at {where}; "
                               "pass --out DIR for a new store")
     else:
-        writer = WRITERS[to](sweep)
+        writer = writer_class(to)(sweep)
         where = os.path.join(sweep.root, "tensorboard" if to == "tensorboard" else "wandb")
         if to == "tensorboard" and os.path.isdir(where) and os.listdir(where):
             raise ConfigError(f"{where} already holds TensorBoard runs (logged live or exported before); "

@@ -14,11 +14,6 @@ def open_store(path: str) -> Store:
     return Store.at(path)
 
 
-def read_table(store: Store, table: str) -> pd.DataFrame:
-    """All rows of one table (see Store.read_table)."""
-    return store.read_table(table)
-
-
 def load(path: str) -> dict[str, pd.DataFrame]:
     """{'trials', 'epochs', 'layers', ...}: every table of the sweep at `path`."""
     store = Store.at(path)
@@ -30,8 +25,3 @@ def load(path: str) -> dict[str, pd.DataFrame]:
     if len(tables["layers"]):
         tables["layers"] = tables["layers"].sort_values(["trial_id", "epoch", "layer"], ignore_index=True)
     return tables
-
-
-def finalize_statuses(store: Store) -> pd.DataFrame:
-    """Mark trials still `running` as `stopped`; return the trials table (see Store.finalize_statuses)."""
-    return store.finalize_statuses()

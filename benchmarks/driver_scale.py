@@ -9,7 +9,7 @@ machine's cores, and each trial does almost nothing (a one-conv CNN, 2 epochs of
 CIFAR-format folder: 16 workers each holding the 60,000-image synthetic set would need 21 GB):
 what is measured is the driver. Each sweep goes through the real runner (plan, Tuner, Recorder
 writing Parquet, the console view), with `--storage` a local folder or `s3://` on a local
-moto_server process (benchmarks/fixtures.py).
+moto_server process (tests/fixtures.py).
 
 For each storage and size it prints the sweep's wall time and the driver process's CPU time (all its
 threads: Tune's event loop and the Recorder's writers), and the Recorder's own measure of how long a
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     print(f"# {CONCURRENT} trials at once (ray.init(num_cpus={CONCURRENT})), {os.cpu_count()} cores; "
           f"trivial trials: {TRIVIAL['model']} depth {TRIVIAL['depth']}, 2 epochs of {TRIVIAL['train_subset']} images "
           "(a 320-image CIFAR-format folder)")
-    from benchmarks.fixtures import moto_s3, write_cifar10
+    from tests.fixtures import moto_s3, write_cifar10
     table = {}
     with tempfile.TemporaryDirectory() as root:
         data_dir = str(write_cifar10(Path(root) / "c10", per_file=64))

@@ -14,7 +14,7 @@ Options, each run on the current device (CUDA when present):
                 time-slice the GPU unless the CUDA MPS daemon runs (benchmarks/mps.sh
                 start), which the header line reports;
 - fused:        trials that differ only in seed/init train as one grouped model
-                (trainables/packed.py), one pack after another.
+                (benchmarks/packed.py), one pack after another.
 
 It prints wall seconds and trials/hour per option, the ratio to sequential, and
 last `grid_seconds: <seconds>` for the fastest option.
@@ -76,7 +76,7 @@ def processes(configs, n: int, n_train: int, n_test: int) -> None:
 
 
 def fused(configs, data) -> None:
-    from trainables.packed import pack_key, train_packed
+    from benchmarks.packed import pack_key, train_packed
     packs = defaultdict(list)
     for config in configs:
         packs[pack_key(config)].append(config)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.fixtures import free_port, moto_s3, write_cifar10  # noqa: F401  (tests import them from here)
+from tests.fixtures import free_port, moto_s3, write_cifar10  # noqa: F401  (tests import them from here)
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset"
@@ -52,7 +52,7 @@ BUCKET = "sweeps"  # created by s3_env
 
 @pytest.fixture(scope="module")
 def s3_env():
-    """moto_server in its own process (benchmarks/fixtures.py) with the bucket BUCKET; yields the AWS
+    """moto_server in its own process (tests/fixtures.py) with the bucket BUCKET; yields the AWS
     variables. Set them in every process that reads or writes s3://."""
     try:
         with moto_s3(BUCKET) as env:

@@ -10,7 +10,7 @@ from torch import nn
 from sweeps.results.store import LAYER_COLUMNS
 from trainables.data import make_synthetic
 from trainables.loop import dead_fractions
-from trainables.packed import train_packed
+from benchmarks.packed import train_packed
 from trainables.train import train
 
 pytestmark = pytest.mark.numerics  # computed numbers compared: CI runs these again under ATEN_CPU_CAPABILITY=default

@@ -155,7 +155,7 @@ def test_compile_matches_eager_and_reuses_the_compiled_model(synthetic):
     assert compiled2["train_loss"] == pytest.approx(eager2["train_loss"], rel=1e-3)
 
 
-# --- fused multi-model training (trainables/packed.py) ---
+# --- fused multi-model training (benchmarks/packed.py) ---
 
 PACK = dict(dataset="synthetic", depth=3, width=8, activation="prelu", epochs=2, batch_size=64,
             train_subset=256, test_subset=128)
@@ -170,7 +170,7 @@ MEMBERS = [dict(seed=0, init="he_normal", init_mode="fan_out"), dict(seed=1, ini
 # but torch 2.14.1 measured 2.4e-3 there too (conv1 weight_mean), so both formats get 5e-3.
 @pytest.mark.parametrize("memory_format, rel", [("contiguous", 5e-3), ("channels_last", 5e-3)])
 def test_fused_pack_equals_separate_training(synthetic, memory_format, rel):
-    from trainables.packed import train_packed
+    from benchmarks.packed import train_packed
     configs = [{**PACK, **m, "memory_format": memory_format} for m in MEMBERS]
     separate, fused = [[] for _ in configs], [[] for _ in configs]
     for c, log in zip(configs, separate):
@@ -192,9 +192,17 @@ def test_fused_pack_equals_separate_training(synthetic, memory_format, rel):
 
 
 def test_pack_rejects_members_that_differ_beyond_seed_and_init(synthetic):
-    from trainables.packed import train_packed
+    from benchmarks.packed import train_packed
     with pytest.raises(ConfigError, match="a pack must share"):
         train_packed([{**PACK, "lr": 1e-3}, {**PACK, "lr": 1e-2}], synthetic)
+
+
+@pytest.mark.parametrize("differs, message", [(dict(class_weights="inverse"), "no weighted loss"),
+                                              (dict(init="lsuv"), "fitted to data")])
+def test_pack_refuses_what_train_honours_and_it_would_ignore(synthetic, differs, message):
+    from benchmarks.packed import train_packed
+    with pytest.raises(ConfigError, match=message):
+        train_packed([{**PACK, **differs, "seed": 0}, {**PACK, **differs, "seed": 1}], synthetic)
 
 
 # --- the runner's --pack flag and the throughput benchmark ---

@@ -118,7 +118,7 @@ def run_case(config: dict) -> dict:
 
 
 def run_pack() -> list[dict]:
-    from trainables.packed import train_packed
+    from benchmarks.packed import train_packed
     reported = [[] for _ in PACK]
     reports = [(lambda m, s, k=k: reported[k].append(clean(m))) for k in range(len(PACK))]
     finals = train_packed(PACK, data(), reports)
@@ -246,7 +246,8 @@ def _gain_times_sqrt2(monkeypatch):
 
 
 def _schedule_one_epoch_early(monkeypatch):
-    from trainables import loop, packed, train
+    from benchmarks import packed
+    from trainables import loop, train
     original = loop.make_scheduler
 
     def early(optimizer, config):

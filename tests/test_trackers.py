@@ -6,10 +6,12 @@ each tracker's test reads its runs back with the library's own reader and compar
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import math
 import os
 import struct
+import subprocess
 import sys
 
 import pandas as pd
@@ -18,10 +20,12 @@ import pytest
 
 from analysis.export import main as export_main
 from analysis.results import load
-from sweeps.engine import trackers
+from sweeps.engine import recorder, trackers
 from sweeps.engine.grid import Sweep, variants
 from sweeps.engine.runner import main
-from sweeps.results.store import EPOCH_COLUMNS
+from sweeps.engine.trackers.replay import replay
+from sweeps.engine.trackers.tensorboard import TensorBoardWriter
+from sweeps.results.store import EPOCH_COLUMNS, Store
 from tests.conftest import BUCKET
 from trainables.config import DEFAULTS
 
@@ -287,7 +291,7 @@ def test_a_tracker_that_raises_warns_once_and_the_sweep_completes(tmp_path, monk
     def broken(self, trial_id, epoch, scalars):
         raise OSError("disk full")
 
-    monkeypatch.setattr(trackers.TensorBoardWriter, "log", broken)
+    monkeypatch.setattr(TensorBoardWriter, "log", broken)
     sweep = Sweep(study="trackers_test", description="", fixed=TINY, grid=variants("case", ok=dict(lr=0.01),
                                                                                   also=dict(lr=0.02)))
     assert main(sweep, str(tmp_path / "t.py"), sweep_argv(tmp_path, "broken", "--log", "tensorboard")) == 0
@@ -309,6 +313,9 @@ def one_line_error(capsys) -> str:
                                           ("mlflow", "sqlalchemy"), ("mlflow", "alembic")])  # the SQLite store
 def test_a_missing_package_is_one_line_naming_the_extra_before_ray_starts(name, module, tmp_path, monkeypatch,
                                                                            capsys):
+    library = trackers.writer_class(name).library
+    if module != library:  # a library first imported without `module` would stay broken for later tests
+        importlib.import_module(library)
     monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -355,3 +362,54 @@ def test_run_names_show_what_varies_and_are_filesystem_safe():
     plan = [dict(config=dict(depth=d, **bundle), labels={}) for d in (2, 5)
             for bundle in (dict(init="he_normal", init_mode="fan_out"), dict(init="normal", init_std=1.0))]
     assert trackers.name_keys(plan) == ([], ["depth", "init"])
+
+
+# --- the package: a registry of writers that loads no library until one is asked for ------------
+
+def test_every_registered_writer_implements_writer_and_the_registry_loads_no_library(tmp_path):
+    # a subprocess: this test process has long since imported them all
+    code = ("import sys\n"
+            "from sweeps.engine import trackers\n"
+            "from sweeps.engine.trackers.replay import replay\n"
+            "classes = [trackers.writer_class(n) for n in trackers.WRITERS]\n"
+            "print(sorted(m for m in ('ray', 'torch', 'tensorboard', 'mlflow', 'wandb') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)
+    sweep = trackers.SweepInfo("s", "study", "v", str(tmp_path), [], [])
+    for name in trackers.WRITERS:
+        writer = trackers.writer_class(name)(sweep)
+        assert isinstance(writer, trackers.Writer) and writer.name == name and writer.runs == {}
+
+
+def test_final_metrics_are_the_ones_the_recorder_writes():
+    # the recorder imports Ray and the export must not, so the trackers keep their own copy of the names
+    assert trackers.FINAL_METRICS == recorder.FINAL_METRICS
+
+
+def test_replay_writes_parquet_rows_through_the_real_libraries_without_ray(tmp_path, monkeypatch):
+    """The writer modules share their names with the libraries (trackers/mlflow.py imports mlflow): this
+    writes through both without Ray, and reads the runs back with the libraries' own readers."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    trials = pd.DataFrame([dict(trial_id=f"t_0000{i}", status=s, case=c, lr=lr, depth=2, code_version="v",
+                                train_acc=0.5, test_acc=0.4, epochs_completed=2)
+                           for i, (s, c, lr) in enumerate([("completed", "a", 0.1), ("error", "b", 0.2)])])
+    epochs = pd.DataFrame([dict(trial_id=t, sweep="s", epoch=e, train_loss=1.0 / e, test_acc=0.2 * e,
+                                val_acc=math.nan) for t in trials["trial_id"] for e in (1, 2)])
+    layers = pd.DataFrame([dict(trial_id=t, epoch=e, layer=0, layer_name="conv1", grad_abs_mean=0.01 * e,
+                                update_ratio=0.001, dead_fraction=math.nan)
+                           for t in trials["trial_id"] for e in (1, 2)])
+    plan = [dict(config=dict(lr=lr), labels=dict(case=c)) for c, lr in (("a", 0.1), ("b", 0.2))]
+    store = Store(str(tmp_path), "s")
+    for name in ("tensorboard", "mlflow"):
+        sweep = trackers.sweep_info(store, dict(study="st", code_version="v", plan=plan))
+        assert replay(trackers.writer_class(name)(sweep), sweep, trials, epochs, layers) == 2
+    runs = read_tensorboard(tmp_path / "s" / "tensorboard")
+    assert sorted(runs) == ["case=a_t_00000", "case=b_t_00001"]
+    assert runs["case=a_t_00000"]["scalars"]["grad_abs_mean/00_conv1"] == pytest.approx({1: 0.01, 2: 0.02})
+    assert "val_acc" not in runs["case=a_t_00000"]["scalars"] and runs["case=b_t_00001"]["hparams"]["status"] == "error"
+    mlruns, history = read_mlflow(f"sqlite:///{tmp_path}/s/mlflow.db")
+    children = mlruns[mlruns["tags.trial_id"].notna()].set_index("tags.trial_id")
+    assert dict(children["status"]) == {"t_00000": "FINISHED", "t_00001": "FAILED"}
+    assert history[children.loc["t_00000", "run_id"]]["test_acc"] == pytest.approx({1: 0.2, 2: 0.4})

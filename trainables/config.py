@@ -6,8 +6,6 @@ range raises ConfigError with a message that names the key and, for names, the c
 """
 from __future__ import annotations
 
-import math
-
 from trainables import activations, data, hooks, inits, models
 from trainables.defaults import (  # noqa: F401 (re-exported: the one table and its torch-free checks)
     CHOICES, DEFAULTS, NON_NEGATIVE, POSITIVE, PROBABILITY, _check_value, check_keys, coerce)

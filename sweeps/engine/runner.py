@@ -271,7 +271,7 @@ def run_sweep(sweep: Sweep, specs: list[dict], datasets: dict, store: Store, arg
     from sweeps.engine.console import ConsoleView, emit, header_lines, plan_keys
     from sweeps.engine.recorder import Recorder, reconcile
     from sweeps.engine.tune_state import SlimTuneState
-    from sweeps.engine.trackers import callbacks as tracker_callbacks
+    from sweeps.engine.trackers.callback import callbacks as tracker_callbacks
     from trainables.environment import collect as environment
     from trainables.ray_trainable import run_trial
 

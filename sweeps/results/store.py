@@ -398,7 +398,7 @@ def arrow_rows(rows: list[dict], columns=None) -> pa.Table:
 
 
 def plain(value):
-    """A numpy scalar as a Python value."""
+    """A plain Python value for a numpy scalar (Parquet reads give numpy types, Ray's results plain ones)."""
     return value.item() if hasattr(value, "item") and getattr(value, "ndim", None) == 0 else value
 
 

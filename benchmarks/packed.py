@@ -20,8 +20,15 @@ run reproduces G separate `train` runs up to floating-point summation order
 
 A pack must share everything but `seed` and the init settings (same architecture,
 optimiser, batch size, epochs, data); `pack_key` says which configs can share a
-pack. Packed runs do not checkpoint and are not (yet) wired into the Ray runner:
-benchmarks/grid_wall.py measures them; see docs/benchmarks.md.
+pack.
+
+This is a benchmark, not a second trainer: it lives in benchmarks/ because it
+has its own epoch loop, runs no study hooks, does not checkpoint and the Ray
+runner never calls it (the runner's `--trials-per-gpu` shares a GPU between
+separate trials instead). benchmarks/grid_wall.py measures what fusing would
+buy; see docs/benchmarks.md. Configs whose training `train` would change in a
+way the fused loop does not (class-weighted loss, a data-dependent init) are
+refused rather than silently trained differently.
 """
 from __future__ import annotations
 
@@ -35,7 +42,7 @@ from torch import nn
 from trainables.config import ConfigError, resolve
 from trainables.data import Dataset, Normalizer, trial_splits
 from trainables.fast import autocast, memory_format, pick_device, setup_backend, to_format
-from trainables.inits import apply_init, layer_names, weight_layers
+from trainables.inits import apply_init, layer_names, needs_batch, weight_layers
 from trainables.loop import (augment, batches, close_epoch, diagnostic_batch, epoch_metrics, make_optimizer,
                              make_scheduler, snapshot, summary)
 from trainables.models import build_model
@@ -134,6 +141,13 @@ def train_packed(configs: list[dict], data: Dataset, reports: list | None = None
     configs = [resolve(c) for c in configs]
     if len({pack_key(c) for c in configs}) != 1:
         raise ConfigError("a pack must share every key except " + ", ".join(MEMBER_KEYS))
+    for c in configs:  # what `train` honours and this loop does not: refuse rather than train differently
+        if c["class_weights"] != "none":
+            raise ConfigError(f'class_weights="{c["class_weights"]}": the fused loop has no weighted loss; '
+                              "train these trials unpacked")
+        if needs_batch(c):
+            raise ConfigError(f'init="{c["init"]}" is fitted to data, which the fused loop does not do; '
+                              "train these trials unpacked")
     config, g = configs[0], len(configs)
     device = pick_device(config)
     setup_backend(device)

@@ -1,7 +1,8 @@
 """What tests and benchmarks both set up: tiny CIFAR-format folders, and a local S3-protocol server
 (moto's standalone `moto_server`, the test extra's `moto[server]`, its own process on 127.0.0.1 and a free
 port, with one bucket), which yields the standard AWS variables through which pyarrow and Ray reach it,
-as they would reach a real bucket."""
+as they would reach a real bucket. It lives with the tests, which own their fixtures; benchmarks import it
+from here."""
 from __future__ import annotations
 
 import contextlib
