@@ -37,6 +37,7 @@ from analysis.document import Report  # noqa: E402
 from analysis.results import open_store  # noqa: E402
 from analysis.stats import cell_stats, format_cell  # noqa: E402
 from analysis.tables import varying_keys  # noqa: E402
+from sweeps.engine import schedulers  # noqa: E402  (the table imports Ray only to build a scheduler)
 
 # How each status is drawn. `bottom`: always drawn on the no-metric row at the worse end of the y axis (its metric
 # is NaN or meaningless); any other trial goes there only when its metric is NaN.
@@ -47,16 +48,6 @@ STYLES = {
     "error": dict(color="tab:gray", marker="s", filled=False),
     "stopped": dict(color="tab:purple", marker="v", filled=False),
     "running": dict(color="tab:green", marker=".", filled=True),
-}
-SCHEDULERS = {
-    "fifo": "none (FIFO: every trial runs all its epochs)",
-    "asha": "ASHA (asynchronous successive halving): at each rung (the grace period, then grace x rf, ...) "
-            "a trial goes on only if it is in the top 1/rf of the trials that reached that rung",
-    "hyperband": "asynchronous HyperBand: ASHA hedged over 3 brackets with different grace periods",
-    "median": "the median stopping rule: after the grace period, a trial whose best result is worse than the "
-              "median of the other trials' running averages at the same epoch is stopped",
-    "pbt": "population-based training: at every interval the bottom quarter of the population copies a "
-           "top-quarter trial's checkpoint (exploit) and perturbs the mutated keys (explore)",
 }
 LOG_SPECS = ("loguniform", "qloguniform", "lograndint", "qlograndint")
 BEST = 10  # rows of the best-config table
@@ -126,21 +117,8 @@ def searcher_text(search: dict) -> str:
 
 
 def scheduler_text(search: dict) -> str:
-    kind = search.get("scheduler", "fifo")
-    text = SCHEDULERS.get(kind, kind)
-    params = []
-    if kind in ("asha", "hyperband", "median") and search.get("grace_period") is not None:
-        params.append(f"grace period {search['grace_period']} epoch(s)")
-    if kind in ("asha", "hyperband") and search.get("reduction_factor") is not None:
-        params.append(f"reduction factor rf = {search['reduction_factor']:g}")
-    if kind in ("asha", "hyperband") and search.get("max_t") is not None:
-        params.append(f"last rung at epoch {search['max_t']}")
-    if kind == "pbt":
-        if search.get("pbt_interval") is not None:
-            params.append(f"every {search['pbt_interval']} epoch(s)")
-        if search.get("pbt_mutate"):
-            params.append("mutating " + ", ".join(search["pbt_mutate"]))
-    return text + (f" ({'; '.join(params)})" if params else "")
+    """The scheduler in words, with the values of the flags it read (sweeps/engine/schedulers.py's table)."""
+    return schedulers.describe(search)
 
 
 def mode_text(mode: str) -> str:

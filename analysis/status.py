@@ -22,7 +22,8 @@ import sys
 import pandas as pd
 
 from analysis.results import open_store
-from sweeps.results.progress import header_lines, title_keys
+from sweeps.results.naming import title_keys
+from sweeps.results.progress import header_lines
 from sweeps.results.progress import summary_lines as progress_lines
 
 
@@ -51,9 +52,13 @@ def summary_lines(path: str) -> list[str]:
     search = record.get("search") or {}
     study = record.get("study") or (str(trials["study"].iloc[0]) if "study" in trials.columns and len(trials) else "?")
     planned = _planned(record)
-    plan_epochs = [p.get("config", {}).get("epochs") for p in record.get("plan") or [] if isinstance(p, dict)]
+    plan = [p for p in record.get("plan") or [] if isinstance(p, dict)]
+    plan_epochs = [p.get("config", {}).get("epochs") for p in plan]
+    # titled as the live console view titled them: by the plan's labels and the sampled keys too
+    labels = list(dict.fromkeys(k for p in plan for k in p.get("labels") or {})) if isinstance(record.get("plan"), list) else None
+    keys = title_keys(trials, labels, always=search.get("sampled") or {})
     return (header_lines(store.name, study, planned, search, record.get("data"), store.uri)
-            + progress_lines(trials, last, planned=planned, keys=title_keys(trials), search=search,
+            + progress_lines(trials, last, planned=planned, keys=keys, search=search,
                              epoch_seconds=epochs["seconds"] if "seconds" in epochs.columns else (),
                              plan_epochs=plan_epochs))
 

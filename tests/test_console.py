@@ -9,9 +9,8 @@ import pytest
 
 from analysis import status
 from sweeps.engine import console
-from sweeps.engine.console import ConsoleView, plan_keys
+from sweeps.engine.console import ConsoleView
 from sweeps.engine.grid import Sweep, axis, cross, variants
-from sweeps.engine.preflight import plan_record
 from sweeps.engine.recorder import Recorder, trial_row
 from sweeps.engine.runner import main, parse_args, plan
 from sweeps.results.store import Store
@@ -25,13 +24,13 @@ GRID = Sweep(study="console_test", description="console test", fixed=TINY,
 def setup_view(tmp_path, progress_every=30.0):
     """A view over GRID's 8 planned trials, with the real Recorder (rows filled by hand, nothing written)."""
     args = parse_args(["--storage", str(tmp_path / "res")], "", "console_test")
-    specs = plan(GRID, args)
+    planned = plan(GRID, args)
     meta = dict(sweep="live", study="console_test", code_version="test", searcher="grid", scheduler="fifo",
-                search_seed=0, trials=len(specs), search_keys=[])
-    recorder = Recorder(str(tmp_path / "res"), "live", meta, specs)
-    view = ConsoleView(recorder, specs, meta, plan_keys(specs, meta), progress_every, args.search_settings)
-    trials = [fake_trial(i) for i in range(len(specs))]
-    return view, recorder, specs, meta, trials, args.search_settings
+                search_seed=0, trials=len(planned), search_keys=[])
+    recorder = Recorder(str(tmp_path / "res"), "live", meta, planned)
+    view = ConsoleView(recorder, progress_every)
+    trials = [fake_trial(i) for i in range(len(planned))]
+    return view, recorder, planned, meta, trials, planned.search
 
 
 def fake_trial(i: int, status: str = "PENDING", last: dict | None = None, error_file: str | None = None):
@@ -61,7 +60,7 @@ def play(view, recorder, trials, i, status, results, error=""):
 
 
 def test_start_and_end_lines_carry_title_counter_outcome_and_error(tmp_path, capsys):
-    view, recorder, specs, meta, trials, _ = setup_view(tmp_path)
+    view, recorder, planned, meta, trials, _ = setup_view(tmp_path)
     assert view.keys == ["depth", "init", "lr"]  # what varies, in the tables' (DEFAULTS) order
     play(view, recorder, trials, 3, "completed", [result(1, 0.40), result(2, 0.612, seconds=6.15)])
     boom = tmp_path / "error.txt"  # Tune writes it on the driver; the Recorder's row may not have the message
@@ -98,7 +97,7 @@ def test_start_and_end_lines_carry_title_counter_outcome_and_error(tmp_path, cap
 
 def test_summary_is_the_one_analysis_status_prints(tmp_path, capsys):
     """The same trials, once through the callbacks and once through the Parquet: the same lines."""
-    view, recorder, specs, meta, trials, settings = setup_view(tmp_path)
+    view, recorder, planned, meta, trials, settings = setup_view(tmp_path)
     runs = {0: ("completed", [result(1, 0.3), result(2, 0.52)]), 1: ("completed", [result(1, 0.4), result(2, 0.61)]),
             2: ("diverged", [result(1, math.nan)]), 3: ("running", [result(1, 0.41, seconds=4.0)]),
             4: ("error", [result(1, 0.2)]), 6: ("running", [])}
@@ -115,7 +114,7 @@ def test_summary_is_the_one_analysis_status_prints(tmp_path, capsys):
     ]
     # what the Recorder writes, read back by analysis.status
     store = Store(str(tmp_path / "res"), "live")
-    store.write_json("sweep.json", dict(meta, search=settings, plan=plan_record(specs),
+    store.write_json("sweep.json", dict(meta, search=settings, plan=planned.record(),
                                         data={"synthetic": "synthetic images"}))
     for i, (_, results) in runs.items():
         tid = trials[i].trial_id
@@ -131,7 +130,7 @@ def test_summary_is_the_one_analysis_status_prints(tmp_path, capsys):
 def test_summary_every_progress_every_seconds_and_at_the_end(tmp_path, capsys, monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(console.time, "monotonic", lambda: clock[0])
-    view, recorder, specs, meta, trials, _ = setup_view(tmp_path, progress_every=30)
+    view, recorder, planned, meta, trials, _ = setup_view(tmp_path, progress_every=30)
     view.setup()
     view.on_step_end(1, trials)
     clock[0] += 29.9
@@ -154,7 +153,7 @@ def test_summary_every_progress_every_seconds_and_at_the_end(tmp_path, capsys, m
 
 def test_a_resumed_sweep_counts_the_trials_finished_before(tmp_path, capsys):
     """Tune restores finished trials as TERMINATED/ERROR: counted from its trial list, not from storage."""
-    view, recorder, specs, meta, trials, _ = setup_view(tmp_path)
+    view, recorder, planned, meta, trials, _ = setup_view(tmp_path)
     trials[0] = fake_trial(0, "TERMINATED", result(2, 0.5, done=True))
     trials[1] = fake_trial(1, "TERMINATED", result(1, 0.3))  # stopped early by a scheduler
     trials[2] = fake_trial(2, "ERROR", result(1, 0.1))
@@ -167,7 +166,7 @@ def test_a_resumed_sweep_counts_the_trials_finished_before(tmp_path, capsys):
 
 
 def test_lines_stay_ascii_under_120_and_a_broken_view_never_stops_the_sweep(tmp_path, capsys):
-    view, recorder, specs, meta, trials, _ = setup_view(tmp_path)
+    view, recorder, planned, meta, trials, _ = setup_view(tmp_path)
     view.keys = view.keys + ["init_targets", "init_mode"] * 10  # a very long title
     play(view, recorder, trials, 0, "error", [result(1, 0.2)], error="RuntimeError: caf\u00e9 " + "y" * 200)
     lines = capsys.readouterr().err.splitlines() + view.summary_lines(trials)
@@ -217,19 +216,20 @@ def test_a_real_sweep_prints_header_trial_lines_and_summaries_without_ray_tables
     assert sum(line.startswith("data: ") for line in lines) == 1  # once, in the header
     ours = [line for line in lines if line.startswith(("start  ", "end    ", "-- ", "trials: ", "running: ",
                                                        "best so far", "ETA: "))]
+    # named by their variant label, as the --dry-run listing and the trackers name them: it implies lr
     assert sorted(line for line in ours if line.startswith("start  ")) == \
-        ["start  lr=0.01", "start  lr=0.02", "start  lr=1e+10"]
+        ["start  case=broken", "start  case=diverges", "start  case=ok"]
     ends = {line.split("] ", 1)[1].split(":", 1)[0]: line for line in ours if line.startswith("end    [")}
-    assert set(ends) == {"lr=0.01", "lr=0.02", "lr=1e+10"}
-    assert ": completed, test_acc " in ends["lr=0.01"] and " after 2 epochs (" in ends["lr=0.01"]
-    assert ": diverged" in ends["lr=1e+10"] and " after 1 epoch (" in ends["lr=1e+10"]
-    assert ends["lr=0.02"].endswith(" - RuntimeError: fail_at_epoch=1: injected failure")
+    assert set(ends) == {"case=ok", "case=broken", "case=diverges"}
+    assert ": completed, test_acc " in ends["case=ok"] and " after 2 epochs (" in ends["case=ok"]
+    assert ": diverged" in ends["case=diverges"] and " after 1 epoch (" in ends["case=diverges"]
+    assert ends["case=broken"].endswith(" - RuntimeError: fail_at_epoch=1: injected failure")
     assert sorted(line[len("end    "):line.index("]") + 1] for line in ends.values()) == ["[1/3]", "[2/3]", "[3/3]"]
     assert any(line.startswith("-- progress at ") for line in ours)
     final = max(i for i, line in enumerate(lines) if line.startswith("-- final at "))
     assert lines[final + 1] == ("trials: 1 completed, 0 running, 0 pending, 0 early_stopped, 1 diverged, 1 error, "
                                 "0 stopped")
-    assert lines[final + 2].startswith("best so far (test_acc, max): lr=0.01  test_acc ")
+    assert lines[final + 2].startswith("best so far (test_acc, max): case=ok  test_acc ")
     assert all(len(line) < 120 and line.isascii() for line in ours)
     assert not any(table in out + err for table in RAY_TABLES)
     # at verbose=0 Tune still says where a trial's error is (and logs its traceback at ERROR level, which

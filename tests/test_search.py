@@ -31,7 +31,7 @@ def run(tmp_path, name, *flags) -> tuple[int, dict]:
 
 def planned_lrs(*flags) -> list[float]:
     args = parse_args(["--smoke", *flags], "", "x")
-    return [spec["config"]["lr"] for spec in plan(SEARCH, args)]
+    return [spec.config["lr"] for spec in plan(SEARCH, args)]
 
 
 def test_sampling_is_deterministic_per_search_seed(capsys):

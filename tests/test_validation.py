@@ -178,12 +178,12 @@ def test_resume_with_a_different_plan(tmp_path, capsys, tiny_cifar10):
 def test_resume_cannot_change_max_failures(tmp_path, capsys, tiny_cifar10):
     """Ray restores a sweep with its first run config, so a new --max-failures would be silently ignored."""
     import json
-    from sweeps.engine.runner import parse_args, plan, plan_record
+    from sweeps.engine.runner import parse_args, plan
     argv = ["--smoke", "--data-dir", str(tiny_cifar10), "--storage", str(tmp_path / "results")]
     sweep_dir = tmp_path / "results" / "depth_grid"
     sweep_dir.mkdir(parents=True)
-    specs = plan(depth_grid.SWEEP, parse_args(argv, "", "depth_grid"))
-    (sweep_dir / "sweep.json").write_text(json.dumps({"plan": plan_record(specs), "max_failures": 1}))
+    planned = plan(depth_grid.SWEEP, parse_args(argv, "", "depth_grid"))
+    (sweep_dir / "sweep.json").write_text(json.dumps({"plan": planned.record(), "max_failures": 1}))
     before = snapshot(tmp_path)
     code = main(depth_grid.SWEEP, depth_grid.__file__, [*argv, "--resume", "--max-failures", "3"])
     err = capsys.readouterr().err
@@ -214,26 +214,26 @@ def test_grid_selects_variants_with_their_settings(capsys):
     assert code == 0 and out.splitlines()[-1] == "8 trials" and "init=normal" not in out
     specs = dry_plan(depth_grid.SWEEP, ["--grid", "init=he_normal"])
     assert len(specs) == 8
-    assert {(s["config"]["init"], s["config"]["init_mode"], s["config"]["init_targets"]) for s in specs} == \
+    assert {(s.config["init"], s.config["init_mode"], s.config["init_targets"]) for s in specs} == \
         {("he_normal", "fan_out", "conv")}
-    assert all("init_std" not in s["overrides"] for s in specs)
-    assert sorted((s["config"]["activation"], s["config"]["depth"]) for s in specs) == \
+    assert all("init_std" not in s.overrides for s in specs)
+    assert sorted((s.config["activation"], s.config["depth"]) for s in specs) == \
         sorted((a, d) for a in ("relu", "prelu") for d in (2, 5, 10, 12))
 
 
 def test_grid_keeps_several_variants_in_the_sweeps_order():
-    full = [s["title"] for s in dry_plan(depth_grid.SWEEP, [])]
-    assert [s["title"] for s in dry_plan(depth_grid.SWEEP, ["--grid", "init=normal,he_normal"])] == full
+    full = [s.title for s in dry_plan(depth_grid.SWEEP, [])]
+    assert [s.title for s in dry_plan(depth_grid.SWEEP, ["--grid", "init=normal,he_normal"])] == full
     normal = dry_plan(depth_grid.SWEEP, ["--grid", "init=normal"])
-    assert {(s["config"]["init"], s["config"]["init_std"], s["config"]["init_targets"]) for s in normal} == \
+    assert {(s.config["init"], s.config["init_std"], s.config["init_targets"]) for s in normal} == \
         {("normal", 1.0, "all")}
 
 
 def test_set_of_a_key_a_variant_sets_still_fixes_it():
     specs = dry_plan(depth_grid.SWEEP, ["--set", "init_targets=all"])
-    assert len(specs) == 16 and {s["config"]["init_targets"] for s in specs} == {"all"}
+    assert len(specs) == 16 and {s.config["init_targets"] for s in specs} == {"all"}
     specs = dry_plan(depth_grid.SWEEP, ["--grid", "init=he_normal", "--set", "init_mode=fan_in"])
-    assert len(specs) == 8 and {s["config"]["init_mode"] for s in specs} == {"fan_in"}
+    assert len(specs) == 8 and {s.config["init_mode"] for s in specs} == {"fan_in"}
 
 
 def test_grid_variant_left_out_of_the_smoke_grid(tmp_path, capsys):

@@ -16,7 +16,6 @@ import torch
 from ray import tune
 
 from trainables import environment
-from trainables.config import resolve
 from trainables.fast import pick_device
 from trainables.tasks import run_task
 
@@ -37,19 +36,17 @@ def objective(metrics: dict, search: dict) -> float:
     return float(value)
 
 
-def run_trial(trial: dict, specs: list[dict], datasets: dict, cpus_per_trial: float = 1.0,
-              search: dict | None = None) -> None:
-    """Ray's function trainable. `trial["trial"]` indexes the runner's list of trial specs, whose
-    `config` the runner's plan() has already resolved and validated. `search` holds the metric and mode
-    of `objective`, and the keys a searcher (Optuna) or PBT sets in `trial` on top of the spec."""
+def run_trial(trial: dict, plan, datasets: dict, cpus_per_trial: float = 1.0, search: dict | None = None) -> None:
+    """Ray's function trainable. `plan` is the runner's Plan (sweeps/results/plan.py, handed over, not
+    imported: this layer knows nothing of sweeps); `trial["trial"]` indexes its specs, whose config the
+    planner has already resolved and validated, and `plan.for_trial(trial)` puts in force the values a
+    searcher (Optuna) or PBT set in `trial` (plan.picked_keys). `search` holds the metric and mode of
+    `objective`."""
     torch.set_num_threads(max(1, int(cpus_per_trial)))  # share the node, not every core per trial
-    search = search or dict(metric="test_acc", mode="max", keys=[])
+    search = search or dict(metric="test_acc", mode="max")
     where = placement()
-    spec = specs[trial["trial"]]
-    config = spec["config"]
-    picked = {k: trial[k] for k in search["keys"] if k in trial}
-    if any(config[k] != v for k, v in picked.items()):
-        config = resolve({**spec["overrides"], **picked})  # values the searcher or PBT chose for this trial
+    config = plan.for_trial(trial).config
+    picked_keys = plan.picked_keys
     env = environment.collect()
     where.update(env_id=env["env_id"], torch_version=env["torch"],
                  device_name=environment.device_name(env, pick_device(config).type))
@@ -65,7 +62,7 @@ def run_trial(trial: dict, specs: list[dict], datasets: dict, cpus_per_trial: fl
             lineage = dict(continued_from=resume["trial_id"], continued_from_epoch=int(resume["epoch"]))
 
     def report(metrics: dict, state: dict | None) -> None:
-        in_force = {k: config[k] for k in search["keys"] if k not in metrics}
+        in_force = {k: config[k] for k in picked_keys if k not in metrics}
         metrics = {**metrics, **in_force, **where, **lineage, **first, "reported_at": time.time(),
                    "objective": objective(metrics, search)}
         lineage.clear()  # only the first epoch after an exploit carries it

@@ -3,26 +3,26 @@
     sweep demo (study console_test): 3 trials planned                       the header, once
     data: synthetic (synthetic): trials use 384 train / 256 test of 50000 train / 10000 test images, ...
     results: /tmp/mywork/res/demo
-    start  lr=1e+10                                                          a trial starts: the keys that vary
-    start  lr=0.01
+    start  case=diverges                                                     a trial starts: what names it
+    start  case=ok
     -- progress at 15:51:00, 12s in --                                       every --progress-every seconds
     trials: 0 completed, 2 running, 1 pending, 0 early_stopped, 0 diverged, 0 error, 0 stopped
-    running: lr=1e+10  epoch 0/2
-    running: lr=0.01  epoch 0/2
+    running: case=diverges  epoch 0/2
+    running: case=ok  epoch 0/2
     best so far (test_acc, max): none yet
     ETA: unknown (no epoch timings yet; 6 epochs left)
-    end    [1/3] lr=1e+10: diverged, test_acc 0.094 after 1 epoch (4.8 s)   a trial ends: [k/N], the Recorder's status
-    start  lr=0.02
-    end    [2/3] lr=0.01: completed, test_acc 0.797 after 2 epochs (4.7 s)
+    end    [1/3] case=diverges: diverged, test_acc 0.094 after 1 epoch (4.8 s)   a trial ends: [k/N], the Recorder's status
+    start  case=broken
+    end    [2/3] case=ok: completed, test_acc 0.797 after 2 epochs (4.7 s)
     -- progress at 15:51:04, 16s in --
     trials: 1 completed, 1 running, 0 pending, 0 early_stopped, 1 diverged, 0 error, 0 stopped
-    running: lr=0.02  epoch 1/2  test_acc 0.422
-    best so far (test_acc, max): lr=0.01  test_acc 0.797
+    running: case=broken  epoch 1/2  test_acc 0.422
+    best so far (test_acc, max): case=ok  test_acc 0.797
     ETA: ~0s (estimate: 1 epochs left x 0.2 s median epoch / 1 running)
-    end    [3/3] lr=0.02: error after 1 epoch (0.6 s) - RuntimeError: fail_at_epoch=1: injected failure
+    end    [3/3] case=broken: error after 1 epoch (0.6 s) - RuntimeError: fail_at_epoch=1: injected failure
     -- final at 15:51:05, 16s in --                                          and once at the end
     trials: 1 completed, 0 running, 0 pending, 0 early_stopped, 1 diverged, 1 error, 0 stopped
-    best so far (test_acc, max): lr=0.01  test_acc 0.797
+    best so far (test_acc, max): case=ok  test_acc 0.797
     ETA: done (nothing running or pending)
 
 (tests/test_console.py's three-trial sweep, --progress-every 1; Ray's own log lines left out.)
@@ -44,20 +44,11 @@ from array import array
 import pandas as pd
 from ray import tune
 
-from sweeps.results import progress
+from sweeps.engine.flags import DEFAULT_PROGRESS_EVERY
 from sweeps.engine.recorder import error_line, outcome, trial_row
+from sweeps.results import progress
 
-DEFAULT_PROGRESS_EVERY = 30.0  # seconds between two summaries (--progress-every)
 INDENT = " " * len("start  ")  # a trial's title starts here, on start and end lines
-
-
-def plan_keys(specs: list[dict], meta: dict) -> list[str]:
-    """The keys that title a trial, from the plan: the config keys (and labels) that vary across the specs,
-    as analysis.status finds them in the trials table, plus the keys Optuna picks at run time."""
-    keys = progress.title_keys(pd.DataFrame([{**s["config"], **s["labels"]} for s in specs]))
-    if meta.get("searcher") == "optuna":
-        keys += [k for k in meta.get("search_keys", ()) if k not in keys]
-    return keys
 
 
 def header_lines(name: str, study: str, settings: dict, data: dict, uri: str, resumed: bool = False) -> list[str]:
@@ -74,19 +65,19 @@ def emit(lines: list[str]) -> None:
 
 class ConsoleView(tune.Callback):
     """Prints a line when a trial starts and when it ends, and the sweep's summary every `progress_every`
-    seconds and once at the end. `keys` title the trials (plan_keys()); `search` is the runner's search
-    settings (the best is by its metric and mode)."""
+    seconds and once at the end. It reads the Recorder's plan: its title keys name the trials (the same as
+    the --dry-run listing's), its search settings say by which metric and mode the best is."""
 
-    def __init__(self, recorder, specs: list[dict], meta: dict, keys: list[str],
-                 progress_every: float = DEFAULT_PROGRESS_EVERY, search: dict | None = None):
-        self.recorder, self.specs, self.meta, self.keys = recorder, specs, meta, list(keys)
+    def __init__(self, recorder, progress_every: float = DEFAULT_PROGRESS_EVERY):
+        plan = recorder.plan
+        self.recorder, self.meta, self.keys = recorder, recorder.meta, list(plan.title_keys)
         self.progress_every = float(progress_every)
-        self.search = dict(search or {})
-        self.planned = meta.get("trials", len(specs))
+        self.search = dict(plan.search)
+        self.planned = self.meta.get("trials", len(plan))
         self.metric = self.search.get("metric")
         self.columns = list(dict.fromkeys(["trial_id", "status", "epochs", "task", "val_acc", "test_acc",
                                            *([self.metric] if self.metric else []), *self.keys]))
-        self.plan_epochs = [s["config"].get("epochs") for s in specs]
+        self.plan_epochs = [spec.config.get("epochs") for spec in plan]
         self._fresh()
 
     def _fresh(self) -> None:

@@ -4,16 +4,17 @@ Each raises ConfigError with one line; the runner turns it into exit code 2 befo
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 
 from sweeps.engine import search
+from sweeps.results.plan import Plan
 from sweeps.results.store import Store
 from trainables.errors import ConfigError
 
 
-def check_resources(args) -> None:
+def check_resources(args) -> float:
+    """The flags' CPU and GPU requests checked; returns the GPU share of each trial (--pack N: 1/N)."""
     if args.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial}: must be > 0")
     if args.gpus_per_trial < 0 or (0 < args.gpus_per_trial and args.gpus_per_trial > 1
@@ -28,8 +29,8 @@ def check_resources(args) -> None:
         raise ConfigError(f"--pack {args.pack}: must be >= 1 (1 = one trial per GPU share given by --gpus-per-trial)")
     if args.pack > 1 and args.gpus_per_trial:
         raise ConfigError("--pack and --gpus-per-trial both set the GPU share per trial: give one of them")
-    if args.pack > 1:  # N trials per GPU; see docs/benchmarks.md for why and what MPS adds
-        args.gpus_per_trial = 1.0 / args.pack
+    # --pack N: N trials per GPU; see docs/benchmarks.md for why and what MPS adds
+    return 1.0 / args.pack if args.pack > 1 else args.gpus_per_trial
 
 
 def ray_address(args) -> str:
@@ -38,20 +39,21 @@ def ray_address(args) -> str:
     return args.address or os.environ.get("RAY_ADDRESS") or "local"
 
 
-def check_local_gpus(args) -> None:
-    """A private Ray starts here, so a GPU request needs a GPU here (checked before Ray starts)."""
-    if args.gpus_per_trial > 0 and ray_address(args) == "local":
+def check_local_gpus(args, run) -> None:
+    """A private Ray starts here, so a GPU request needs a GPU here (checked before Ray starts).
+    `run`: the RunSettings (its gpus_per_trial is --pack's share where --pack is given)."""
+    if run.gpus_per_trial > 0 and run.address == "local":
         import torch
         have = torch.cuda.device_count()
-        if have < args.gpus_per_trial:
-            flag = f"--pack {args.pack}" if args.pack > 1 else f"--gpus-per-trial {args.gpus_per_trial:g}"
+        if have < run.gpus_per_trial:
+            flag = f"--pack {args.pack}" if args.pack > 1 else f"--gpus-per-trial {run.gpus_per_trial:g}"
             raise ConfigError(f"{flag}: this machine has {have} GPUs; "
                               "use 0 to train on the CPU, or --address to join a cluster that has GPUs")
 
 
-def check_address(args) -> None:
-    """A mistyped --address would leave ray.init retrying for minutes; a plain TCP probe fails in seconds."""
-    address = ray_address(args)
+def check_address(address: str) -> None:
+    """A mistyped --address would leave ray.init retrying for minutes; a plain TCP probe fails in seconds.
+    `address`: ray_address()'s."""
     if address in ("local", "auto"):
         return
     host, _, port = address.split("://", 1)[-1].rpartition(":")
@@ -65,23 +67,25 @@ def check_address(args) -> None:
                           "is the Ray head running (ray start --head / ray up)?") from None
 
 
-def check_cluster_gpus(args, nodes: list[dict]) -> None:
+def check_cluster_gpus(gpus_per_trial: float, nodes: list[dict]) -> None:
     """A trial asking for G GPUs must fit on one node; otherwise Tune would wait for it forever."""
-    if args.gpus_per_trial > 0:
+    if gpus_per_trial > 0:
         best = max((n["Resources"].get("GPU", 0) for n in nodes if n.get("Alive")), default=0)
-        if best < args.gpus_per_trial:
-            raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial:g}: no node of the Ray cluster has that "
+        if best < gpus_per_trial:
+            raise ConfigError(f"--gpus-per-trial {gpus_per_trial:g}: no node of the Ray cluster has that "
                               f"many GPUs (the most on one node is {best:g})")
 
 
 # --- resume: the same sweep, continued; never a silent overwrite or a mix of two plans ---
 
-def plan_record(specs: list[dict]) -> list[dict]:
-    """What must not change between a sweep and its --resume: each trial's config and labels, in order."""
-    return json.loads(json.dumps([dict(config=s["overrides"], labels=s["labels"]) for s in specs], default=str))
+def plan_record(plan) -> list[dict]:
+    """sweep.json's plan (Plan.record) of a Plan or a list of specs: what the trackers name runs from."""
+    return Plan.of(plan).record()
 
 
-def check_resume(store: Store, specs: list[dict], args) -> None:
+def check_resume(store: Store, plan: Plan, args) -> None:
+    """Without --resume the name must be free; with it, the sweep must exist and run the same plan (each
+    trial's overrides and labels, Plan.record), the same retry budget and the same search."""
     if not args.resume:
         if store.exists():
             raise ConfigError(f"sweep {args.name!r} already exists at {store.uri}: pass --resume to continue it, "
@@ -101,10 +105,10 @@ def check_resume(store: Store, specs: list[dict], args) -> None:
     if args.max_failures is not None and kept is not None and args.max_failures != kept:
         raise ConfigError(f"--resume --max-failures {args.max_failures}: a resumed sweep keeps the first run's "
                           f"--max-failures {kept} (Ray cannot change it on restore); leave the flag out")
-    search.check_resume(args.search_settings, record.get("search"))
-    if recorded != plan_record(specs):
-        changed = next((i for i, (a, b) in enumerate(zip(recorded, plan_record(specs))) if a != b),
-                       min(len(recorded), len(specs)))
+    search.check_resume(plan.search, record.get("search"))
+    now = plan.record()
+    if recorded != now:
+        changed = next((i for i, (a, b) in enumerate(zip(recorded, now)) if a != b), min(len(recorded), len(now)))
         raise ConfigError(f"--resume: the trials differ from the ones sweep {args.name!r} started with "
-                          f"({len(recorded)} then, {len(specs)} now; first difference at trial {changed}); "
+                          f"({len(recorded)} then, {len(now)} now; first difference at trial {changed}); "
                           "use the same sweep file and flags, or a new --name")

@@ -15,11 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 from ray import tune
 
-from sweeps.results.store import (CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, FINAL, LAYER_COLUMNS, LINEAGE_COLUMNS,
-                            Store, arrow_rows, plain)
-from sweeps.engine.tune_state import ScalarJsonLogger  # noqa: F401  where an earlier version's pickled callback unpickles
 from sweeps.engine.tune_state import params_json, result_line, trial_folder, write_trial_files
-from trainables.config import resolve
+from sweeps.results.plan import Plan, TrialSpec
+from sweeps.results.store import (CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, FINAL, LAYER_COLUMNS,
+                                  LINEAGE_COLUMNS, Store, arrow_rows, plain)
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
 # Placement reported by trainables.ray_trainable.placement(): which node and logical GPUs, and when; and what
@@ -34,13 +33,13 @@ WRITE_THREADS = dict(local=2, remote=16)
 FOLD_EVERY = 256
 
 
-def trial_row(trial_id: str, spec: dict, meta: dict, status: str, last: dict | None, error: str = "") -> dict:
+def trial_row(trial_id: str, spec: TrialSpec, meta: dict, status: str, last: dict | None, error: str = "") -> dict:
     """Everything that describes one trial, flattened: config, labels, outcome and provenance."""
     last = last or {}
     row = dict(trial_id=trial_id, sweep=meta["sweep"], study=meta["study"], status=status, error=error)
-    row.update(spec["config"])  # resolved and validated by the runner's plan(): a preset's fixed keys show true values
-    row.update(spec["labels"])
-    row.update(spec["facts"])
+    row.update(spec.config)  # resolved and validated by the planner: a preset's fixed keys show true values
+    row.update(spec.labels)
+    row.update(spec.facts)
     row.update({k: float(last.get(k, math.nan)) for k in FINAL_METRICS})
     row.update(epochs_completed=int(last.get("epoch", 0)), train_seconds=float(last.get("time_total_s", math.nan)),
                node_ip=str(last.get("node_ip", "")), code_version=meta["code_version"],
@@ -50,23 +49,13 @@ def trial_row(trial_id: str, spec: dict, meta: dict, status: str, last: dict | N
     return row
 
 
-def trial_spec(specs: list[dict], trial_config: dict, meta: dict) -> dict:
-    """The spec of a trial: the runner's, with the values a searcher or PBT picked for it resolved in."""
-    spec = specs[trial_config["trial"]]
-    picked = {k: trial_config[k] for k in meta.get("search_keys", ()) if k in trial_config}
-    if all(spec["config"][k] == v for k, v in picked.items()):
-        return spec
-    shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in picked.items())
-    return {**spec, "config": resolve({**spec["overrides"], **picked}), "title": f"{spec['title']} {shown}".strip()}
-
-
-def outcome(spec: dict, last: dict, error: str = "") -> str:
+def outcome(spec: TrialSpec, last: dict, error: str = "") -> str:
     """error | diverged | early_stopped (fewer epochs than planned, no error) | completed."""
     if error:
         return "error"
     if last.get("status") == "diverged":
         return "diverged"
-    planned = spec["config"]["epochs"] if spec["config"]["task"] == "train" else 1
+    planned = spec.config["epochs"] if spec.config["task"] == "train" else 1
     return "early_stopped" if int(last.get("epoch", 0)) < planned else "completed"
 
 
@@ -82,12 +71,16 @@ class Recorder(tune.Callback):
 
     It keeps no state that matters: Ray pickles callbacks with the experiment, and a
     resumed sweep rebuilds the same files from what the trials report again.
+
+    `plan`: the runner's Plan, or a list of specs (TrialSpecs or their dicts; the keys a searcher or PBT
+    picks are then meta's search_keys).
     """
 
-    def __init__(self, storage: str, name: str, meta: dict, specs: list[dict]):
-        self.storage, self.name, self.meta, self.specs = storage, name, meta, specs
+    def __init__(self, storage: str, name: str, meta: dict, plan: Plan | list):
+        self.storage, self.name, self.meta = storage, name, meta
+        self.plan = Plan.of(plan, picked_keys=meta.get("search_keys", ()))
         self._store = None
-        self.trial_specs: dict[str, dict] = {}  # trial_id -> spec at its start (PBT rewrites trial.config later)
+        self.trial_specs: dict[str, TrialSpec] = {}  # trial_id -> spec at its start (PBT rewrites trial.config later)
         self.rows: dict[str, dict] = {}  # trial_id -> its trials row as last written: later callbacks read the status
         self.newest: dict[str, dict] = {}  # trial_id -> its newest result seen by this driver
         self.latencies: list[float] = []  # seconds from a trial's report to its epoch row on storage
@@ -108,9 +101,14 @@ class Recorder(tune.Callback):
             self._store = Store(self.storage, self.name)
         return self._store
 
-    def spec(self, trial) -> dict:
+    @property
+    def specs(self) -> tuple[TrialSpec, ...]:
+        """The planned trials (sweeps/engine/trackers.py reads them)."""
+        return self.plan.trials
+
+    def spec(self, trial) -> TrialSpec:
         if trial.trial_id not in self.trial_specs:
-            self.trial_specs[trial.trial_id] = trial_spec(self.specs, trial.config, self.meta)
+            self.trial_specs[trial.trial_id] = self.plan.for_trial(trial.config)
         return self.trial_specs[trial.trial_id]
 
     # --- writes in the background, one in flight per trial ---
@@ -162,7 +160,7 @@ class Recorder(tune.Callback):
         store, trial_id, epoch = self.store, trial.trial_id, int(result["epoch"])
         self.newest[trial_id] = result
         self.tune_lines.setdefault(trial_id, {})[epoch] = result_line(result)
-        search_keys = self.meta.get("search_keys", ())
+        search_keys = self.plan.picked_keys
         row = {c: result.get(c, math.nan) for c in EPOCH_COLUMNS}
         row.update(trial_id=trial_id, sweep=self.meta["sweep"])
         # the hyperparameters in force this epoch, where a searcher or PBT sets them (lr is already a column)
@@ -235,10 +233,9 @@ class Recorder(tune.Callback):
     def _file_environment(self, env_id: str, text: str) -> None:
         """sweep.json's `environments` gains the worker's record the first time its env_id is seen: a read and a
         write of sweep.json per distinct environment, not per trial. A provenance note must not stop a sweep."""
-        seen = self.__dict__.setdefault("environments", set())  # a Recorder pickled by an earlier version lacks it
-        if not env_id or env_id in seen:
+        if not env_id or env_id in self.environments:
             return
-        seen.add(env_id)
+        self.environments.add(env_id)
         store = self.store
 
         def write():
@@ -305,7 +302,7 @@ def _missing(value) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
-def reconcile(store: Store, results, specs: list[dict], meta: dict) -> None:
+def reconcile(store: Store, results, plan: Plan, meta: dict) -> None:
     """After fit(): a trial Ray reports as finished but whose row still says `running` gets its final row.
 
     That happens only when the driver died between Ray saving a finished trial and the
@@ -322,6 +319,6 @@ def reconcile(store: Store, results, specs: list[dict], meta: dict) -> None:
             continue  # unfinished (an interrupted fit): `stopped` is right
         error = str(result.error).strip().splitlines()[-1] if result.error is not None else ""
         last = latest_epoch(store, trial_id, metrics) or {}
-        spec = trial_spec(specs, result.config, meta)
+        spec = plan.for_trial(result.config)
         store.compact_trial(trial_id)
         store.write_rows("trials", trial_id, [trial_row(trial_id, spec, meta, outcome(spec, last, error), last, error)])

@@ -6,7 +6,7 @@ searchers, with the settings recorded in sweep.json and every outcome in Parquet
     --search optuna   Ray's OptunaSearch (TPE) behind a ConcurrencyLimiter; `--trials N` is the budget.
                       A model-based searcher picks every trial itself, so it takes no grid axes and no
                       --seeds: those are a ConfigError (run one sweep per cell instead)
-    --scheduler fifo | asha | hyperband | median | pbt   (see SCHEDULERS)
+    --scheduler fifo | asha | hyperband | median | pbt   (sweeps/engine/schedulers.py: one table)
 
 Schedulers and searchers see one number per epoch, `objective` (trainables/ray_trainable.py): the
 metric (`--metric`, default val_acc where every trial has a validation split, else test_acc), or the
@@ -14,25 +14,12 @@ worst finite value when the trial diverged; Parquet still records such a trial a
 """
 from __future__ import annotations
 
-
+from sweeps.engine.schedulers import MUTABLE, SCHEDULERS, flag_help
+from sweeps.results.naming import differing
 from trainables.errors import ConfigError
 
-SCHEDULERS = {
-    "fifo": "run every trial to the end (no early stopping)",
-    "asha": "ASHAScheduler: stop a trial at a rung (grace, grace*rf, ...) unless it is in the top 1/rf there",
-    "hyperband": "AsyncHyperBandScheduler with 3 brackets: ASHA hedged over several grace periods",
-    "median": "MedianStoppingRule: stop a trial whose best result is below the median of the others' "
-              "running averages at the same epoch",
-    "pbt": "PopulationBasedTraining: every --pbt-interval epochs the bottom quarter copies a top-quarter "
-           "trial's checkpoint and perturbs --pbt-mutate (x0.8 / x1.2, or a resample)",
-}
 SEARCHERS = ("grid", "random", "optuna")
 METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss")
-# PBT changes these in a running trial (trainables.loop.retune puts them in force after the exploit);
-# the rest of a config shapes the model or the data, which a copied checkpoint cannot change.
-MUTABLE = ("lr", "weight_decay", "momentum")
-PBT_RANGES = dict(lr=("loguniform", 1e-5, 1.0), weight_decay=("loguniform", 1e-6, 1e-2),
-                  momentum=("uniform", 0.5, 0.99))  # resample ranges for keys the space does not sample
 
 
 def add_args(p) -> None:
@@ -47,24 +34,24 @@ def add_args(p) -> None:
     g.add_argument("--max-concurrent", type=int, default=4, help="--search optuna: trials in flight at once")
     g.add_argument("--time-budget", type=float, default=None, help="stop starting trials after this many seconds")
     g.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="fifo", help="; ".join(
-        f"{k}: {v}" for k, v in SCHEDULERS.items()))
+        f"{k}: {s.summary}" for k, s in SCHEDULERS.items()))
     g.add_argument("--metric", default=None, help=f"what schedulers and searchers optimise: {', '.join(METRICS)} "
                    "(default val_acc with a validation split, else test_acc)")
     g.add_argument("--mode", choices=("max", "min"), default=None, help="default: max for *_acc, min for *_loss")
-    g.add_argument("--grace-period", type=int, default=1, help="asha/hyperband/median: epochs before any stop")
-    g.add_argument("--reduction-factor", type=float, default=3.0, help="asha/hyperband: keep the top 1/rf a rung")
-    g.add_argument("--max-t", type=int, default=None, help="asha/hyperband: last rung (default: the trials' epochs)")
-    g.add_argument("--pbt-mutate", default="lr,weight_decay", help=f"pbt: keys to perturb, from {', '.join(MUTABLE)}")
-    g.add_argument("--pbt-interval", type=int, default=1, help="pbt: epochs between exploit/explore steps")
+    g.add_argument("--grace-period", type=int, default=1, help=flag_help("grace_period"))
+    g.add_argument("--reduction-factor", type=float, default=3.0, help=flag_help("reduction_factor"))
+    g.add_argument("--max-t", type=int, default=None, help=flag_help("max_t"))
+    g.add_argument("--pbt-mutate", default="lr,weight_decay", help=flag_help("pbt_mutate"))
+    g.add_argument("--pbt-interval", type=int, default=1, help=flag_help("pbt_interval"))
 
 
-def settings(args, specs: list[dict], sampled: dict) -> dict:
+def settings(args, trials, sampled: dict) -> dict:
     """The validated search settings of this sweep (recorded in sweep.json as "search"); ConfigError on misuse.
 
-    `specs`: the planned trials; `sampled`: {key: Sampled}.
+    `trials`: the planned TrialSpecs; `sampled`: {key: Sampled}. Reads `args`, never writes it.
     """
     searcher = args.search or ("random" if sampled else "grid")
-    configs = [s["config"] for s in specs]
+    configs = [t.config for t in trials]
     if args.samples < 1:
         raise ConfigError(f"--samples {args.samples}: must be >= 1")
     if args.samples > 1 and not sampled:
@@ -73,10 +60,8 @@ def settings(args, specs: list[dict], sampled: dict) -> dict:
     if searcher == "optuna":
         if not sampled:
             raise ConfigError("--search optuna: nothing to search; give a distribution, e.g. --grid lr=loguniform:1e-5:1")
-        if len(specs) > 1:
-            varies = [k for k in specs[0]["config"] if len({repr(s["config"][k]) for s in specs}) > 1]
-            varies += [f"{k} (label)" for k in specs[0]["labels"] if len({s["labels"][k] for s in specs}) > 1]
-            varies = ", ".join(varies)
+        if len(trials) > 1:
+            varies = ", ".join([*differing(configs), *(f"{k} (label)" for k in differing([t.labels for t in trials]))])
             raise ConfigError(f"--search optuna picks every trial itself and cannot take grid axes ({varies}); "
                               "fix them with --set, or run one sweep per cell")
         if args.samples > 1 or args.constant_draws:
@@ -109,16 +94,16 @@ def settings(args, specs: list[dict], sampled: dict) -> dict:
     out = dict(searcher=searcher, scheduler=args.scheduler, metric=metric, mode=mode, search_seed=args.search_seed,
                samples=args.samples, constant_draws=args.constant_draws,
                sampled={k: node.spec() for k, node in sampled.items()},
-               trials=(args.trials or 16) if searcher == "optuna" else len(specs),
+               trials=(args.trials or 16) if searcher == "optuna" else len(trials),
                max_concurrent=args.max_concurrent if searcher == "optuna" else None,
                time_budget=args.time_budget, grace_period=args.grace_period,
                reduction_factor=args.reduction_factor, max_t=max_t)
     if args.scheduler == "pbt":
-        out.update(pbt_settings(args, specs, searcher))
+        out.update(pbt_settings(args, trials, searcher))
     return out
 
 
-def pbt_settings(args, specs: list[dict], searcher: str) -> dict:
+def pbt_settings(args, trials, searcher: str) -> dict:
     mutate = [k.strip() for k in args.pbt_mutate.split(",") if k.strip()]
     bad = [k for k in mutate if k not in MUTABLE]
     if not mutate or bad:
@@ -128,49 +113,18 @@ def pbt_settings(args, specs: list[dict], searcher: str) -> dict:
         raise ConfigError("--scheduler pbt explores by itself; it cannot take --search optuna (Ray refuses both)")
     if args.pbt_interval < 1:
         raise ConfigError(f"--pbt-interval {args.pbt_interval}: must be >= 1 epoch")
-    if "momentum" in mutate and any(s["config"]["optimizer"] != "sgd" for s in specs):
+    if "momentum" in mutate and any(t.config["optimizer"] != "sgd" for t in trials):
         raise ConfigError("--pbt-mutate momentum: only optimizer=sgd reads momentum")
     # An exploit copies another member's weights, so the population must share architecture and data.
     free = set(mutate) | {"seed", "checkpoint_every"}
-    varying = sorted({k for s in specs for k in s["config"] if k not in free
-                      and s["config"][k] != specs[0]["config"][k]})
+    varying = sorted(k for k in differing([t.config for t in trials]) if k not in free)
     if varying:
         raise ConfigError(f"--scheduler pbt: an exploit copies another trial's weights, so the population must "
                           f"share everything but {', '.join(mutate)} and seed; these vary: {', '.join(varying)} "
                           "(run one sweep per cell)")
-    if len(specs) < 2:
+    if len(trials) < 2:
         raise ConfigError("--scheduler pbt needs a population: --samples N (N >= 2) or --seeds K")
     return dict(pbt_mutate=mutate, pbt_interval=args.pbt_interval)
-
-
-def make_scheduler(search: dict, sampled: dict):
-    from ray.tune.schedulers import (ASHAScheduler, AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule,
-                                     PopulationBasedTraining)
-    kind = search["scheduler"]
-    # metric/mode live in TuneConfig only: Ray raises when a scheduler has them too.
-    if kind == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=search["max_t"],
-                             grace_period=search["grace_period"], reduction_factor=search["reduction_factor"])
-    if kind == "hyperband":
-        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=search["max_t"],
-                                       grace_period=search["grace_period"],
-                                       reduction_factor=search["reduction_factor"], brackets=3)
-    if kind == "median":
-        return MedianStoppingRule(time_attr="training_iteration", grace_period=search["grace_period"],
-                                  min_samples_required=3)
-    if kind == "pbt":
-        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=search["pbt_interval"],
-                                       hyperparam_mutations={k: pbt_domain(k, sampled) for k in search["pbt_mutate"]})
-    return FIFOScheduler()
-
-
-def pbt_domain(key: str, sampled: dict):
-    """Where PBT resamples `key` from: the space's own distribution for it, else a wide default range."""
-    if key in sampled:
-        return sampled[key].domain()
-    from ray import tune
-    kind, low, high = PBT_RANGES[key]
-    return getattr(tune, kind)(low, high)
 
 
 def make_searcher(search: dict, sweep_name: str):
@@ -185,20 +139,14 @@ def make_searcher(search: dict, sweep_name: str):
 
 
 def check_resume(search: dict, recorded: dict | None) -> None:
-    """What --resume does per scheduler (README, "Search and early stopping"). Ray restores the searcher but
-    not the scheduler's state (ray-project/ray#30838): ASHA, hyperband and median continue with a fresh
-    scheduler; PBT's population and lineage cannot be rebuilt, so a PBT sweep is not resumed."""
+    """A resume must search as the sweep did, with a scheduler that can continue (its `resume` in
+    sweeps/engine/schedulers.py; README, "Search and early stopping")."""
     if recorded is None:
         recorded = dict(searcher="grid", scheduler="fifo", search_seed=0)
     for key in ("searcher", "scheduler", "search_seed", "metric", "mode"):
         if key in recorded and recorded[key] != search[key]:
             raise ConfigError(f"--resume: this sweep ran with {key}={recorded[key]!r}, not {search[key]!r}; "
                               "resume it with the same flags, or start a new --name")
-    if search["scheduler"] == "pbt":
-        raise ConfigError("--resume --scheduler pbt: Ray does not restore a PBT population (ray-project/ray#30838), "
-                          "so its exploits could not continue; start it again under a new --name")
-
-
-RESUME_POLICY = {"fifo": "continue", "asha": "continue with a fresh scheduler",
-                 "hyperband": "continue with a fresh scheduler", "median": "continue with a fresh scheduler",
-                 "pbt": "refused"}
+    refusal = SCHEDULERS[search["scheduler"]].refusal
+    if refusal:
+        raise ConfigError(f"--resume --scheduler {search['scheduler']}: {refusal}; start it again under a new --name")

@@ -105,7 +105,3 @@ class SlimTuneState(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         drop_if_empty(trial)
 
-
-class ScalarJsonLogger(tune.Callback):
-    """What an earlier version wrote Tune's result.json with. A sweep started then pickled one with its
-    callbacks; it comes back as this, which does nothing, and `runner.renew_console` drops it."""

@@ -13,8 +13,8 @@ is printed once; the summary again and again:
     ETA: ~2m 10s (estimate: 13 epochs left x 10.0 s median epoch / 1 running)
 
 Plain ASCII, no colour, no cursor movement, every line under 120 characters (fit()): the output reads the
-same in a terminal, in a log file and in `ray job logs`. Trials are titled by the config keys that vary
-across the sweep (title_keys(), the keys the report's tables use) plus `sample` and `seed` when they vary.
+same in a terminal, in a log file and in `ray job logs`. Trials are titled by the labels and config keys
+that tell them apart (sweeps.results.naming: the same keys the --dry-run listing and the trackers use).
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from sweeps.results import naming
+from sweeps.results.naming import config_columns, fmt, title_keys, varying_keys  # noqa: F401 (re-exported)
 from trainables.defaults import DEFAULTS
 
 STATUSES = ("completed", "running", "pending", "early_stopped", "diverged", "error", "stopped")
@@ -32,49 +34,9 @@ WIDTH = 119  # every line stays under 120 characters
 MAX_RUNNING = 20  # running trials listed one per line; the rest are counted
 
 
-# --- which keys tell the trials apart -----------------------------------------------------------------
-
-def config_columns(trials: pd.DataFrame) -> list[str]:
-    """Config keys (and the `group` label of one-factor-at-a-time sweeps) present in the trials table."""
-    cols = [k for k in DEFAULTS if k in trials.columns and k != "seed"]
-    return cols + [c for c in ("group",) if c in trials.columns]
-
-
-def varying_keys(trials: pd.DataFrame, keys: list[str] = ()) -> list[str]:
-    """`keys`, then every other config column that varies and is not already fixed by the keys before it.
-
-    So `--grid lr=...` on top of a study's grid adds `lr` to its tables, while
-    `init_mode`, which a study's init variants set together with `init`,
-    does not. (analysis.tables re-exports this for the reports.)
-    """
-    kept = [k for k in keys if k in trials.columns]
-    for col in config_columns(trials):
-        if col in kept or trials[col].nunique(dropna=False) < 2:
-            continue
-        if not kept or trials.groupby(kept, dropna=False)[col].nunique(dropna=False).max() > 1:
-            kept.append(col)
-    return kept
-
-
-def title_keys(trials: pd.DataFrame) -> list[str]:
-    """The keys that title a trial: the varying config keys, plus `sample` and `seed` if they vary."""
-    if not len(trials):
-        return []
-    keys = varying_keys(trials)
-    return keys + [k for k in ("sample", "seed") if k in trials.columns and trials[k].nunique(dropna=False) > 1]
-
-
 def title(row, keys: Iterable[str]) -> str:
     """`depth=5 init=normal lr=0.01` for a trials row (a pandas Series or a dict); its trial_id if no key."""
-    present = row.index if isinstance(row, pd.Series) else row
-    parts = [f"{k}={fmt(row[k])}" for k in keys if k in present]
-    return " ".join(parts) if parts else str(row["trial_id"])
-
-
-def fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if not value.is_integer() or abs(value) >= 1e6 else str(int(value))
-    return str(value)
+    return naming.title(row, keys) or str(row["trial_id"])
 
 
 # --- the lines --------------------------------------------------------------------------------------
