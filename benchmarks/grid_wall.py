@@ -10,7 +10,7 @@ Options, each run on the current device (CUDA when present):
 
 - sequential:   one trial at a time in this process (one trial per GPU);
 - procs-N:      N worker processes share the device, as N Ray trials at 1/N GPU each
-                do (`--pack N` in the runner). Each is its own CUDA context; they
+                do (`--trials-per-gpu N` in the runner). Each is its own CUDA context; they
                 time-slice the GPU unless the CUDA MPS daemon runs (benchmarks/mps.sh
                 start), which the header line reports;
 - fused:        trials that differ only in seed/init train as one grouped model

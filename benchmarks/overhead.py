@@ -1,7 +1,7 @@
 """The sweep's own cost per trial: Ray scheduling, data sharing and Parquet writing, on trials that do almost nothing.
 
     python benchmarks/overhead.py                         # reused workers (the default) and --fresh-actors
-    python benchmarks/overhead.py --trials 4,32 --options reused --pack 4   # on a GPU
+    python benchmarks/overhead.py --trials 4,32 --options reused --trials-per-gpu 4   # on a GPU
 
 Each trial trains a one-conv CNN for 1 epoch on 64 synthetic images (test 64),
 so nearly all of a trial's wall time is the machinery. Two sweeps of different
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", default="4,16", help="two sweep sizes, small,large")
     p.add_argument("--options", default="reused,fresh", help=f"runner modes to measure, of {','.join(OPTIONS)}")
-    p.add_argument("--pack", type=int, default=0, help="pass --pack N to the runner (needs a GPU)")
+    p.add_argument("--trials-per-gpu", type=int, default=0, help="pass --trials-per-gpu N to the runner (needs a GPU)")
     args = p.parse_args(argv)
     try:
         small, large = sorted(int(k) for k in args.trials.split(","))
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         p.error(f"--options {args.options!r}: choose from {', '.join(OPTIONS)}")
     import torch
     print(describe(torch.device("cpu")))
-    extra = ["--pack", str(args.pack)] if args.pack else []
+    extra = ["--trials-per-gpu", str(args.trials_per_gpu)] if args.trials_per_gpu else []
     per_train = train_seconds(large)
     rows = {}
     for option in options:

@@ -205,16 +205,19 @@ def test_pack_refuses_what_train_honours_and_it_would_ignore(synthetic, differs,
         train_packed([{**PACK, **differs, "seed": 0}, {**PACK, **differs, "seed": 1}], synthetic)
 
 
-# --- the runner's --pack flag and the throughput benchmark ---
+# --- the runner's --trials-per-gpu flag (--pack: its deprecated alias) and the throughput benchmark ---
 
-def test_runner_pack_flag_is_validated(capsys):
+def test_runner_trials_per_gpu_flag_is_validated_and_pack_still_works(capsys):
     from sweeps.depth_grid import SWEEP
     from sweeps.engine.runner import main
-    assert main(SWEEP, "depth_grid.py", ["--dry-run", "--pack", "0"]) == 2
-    assert "--pack 0" in capsys.readouterr().err
-    assert main(SWEEP, "depth_grid.py", ["--dry-run", "--pack", "4", "--gpus-per-trial", "0.5"]) == 2
+    assert main(SWEEP, "depth_grid.py", ["--dry-run", "--trials-per-gpu", "0"]) == 2
+    assert "--trials-per-gpu 0" in capsys.readouterr().err
+    assert main(SWEEP, "depth_grid.py", ["--dry-run", "--trials-per-gpu", "4", "--gpus-per-trial", "0.5"]) == 2
     assert "give one of them" in capsys.readouterr().err
-    assert main(SWEEP, "depth_grid.py", ["--dry-run", "--pack", "4"]) == 0  # the default path is untouched
+    assert main(SWEEP, "depth_grid.py", ["--dry-run", "--trials-per-gpu", "4"]) == 0  # the default path is untouched
+    assert main(SWEEP, "depth_grid.py", ["--dry-run", "--pack", "0"]) == 2  # the old name, for one release
+    err = capsys.readouterr().err
+    assert "--pack is deprecated" in err and "use --trials-per-gpu" in err and "--trials-per-gpu 0" in err
 
 
 REPO = Path(__file__).resolve().parents[1]

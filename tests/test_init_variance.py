@@ -161,10 +161,10 @@ def test_training_rows_leave_probe_columns_nan(tmp_path):
 def test_init_variance_grid_covers_the_issue():
     specs = plan(init_variance.SWEEP, parse_args([], "", "x"))
     assert len(specs) == 7 * 5 * 2
-    configs = [resolve(s["config"]) for s in specs]
+    configs = [resolve(s.config) for s in specs]
     assert {c["task"] for c in configs} == {"probe"} and {c["depth"] for c in configs} == {50}
     assert {c["model"] for c in configs} == {"mlp", "cnn"} and not any(c["bn"] for c in configs if c["model"] == "cnn")
-    assert {s["labels"]["scheme"] for s in specs} == set(init_variance.SCHEMES)
+    assert {s.labels["scheme"] for s in specs} == set(init_variance.SCHEMES)
     assert {c["activation"] for c in configs} == {"relu", "prelu", "leaky_relu", "tanh", "sigmoid"}
 
 
@@ -178,7 +178,7 @@ def test_sweeps_dry_run(sweep):
 
 def test_dropout_lsuv_grid():
     specs = plan(dropout_lsuv.SWEEP, parse_args([], "", "x"))
-    configs = [resolve(s["config"]) for s in specs]
+    configs = [resolve(s.config) for s in specs]
     assert {c["dropout"] for c in configs} == {0.0, 0.3, 0.5} and {c["init"] for c in configs} == {"he_normal", "lsuv"}
 
 

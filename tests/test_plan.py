@@ -47,11 +47,11 @@ def test_plan_is_frozen_and_survives_a_pickle():
 
 
 def test_flags_stay_as_parsed():
-    argv = ["--epochs", "3", "--set", "lr=0.01", "--grid", "depth=2,5", "--pack", "2", "--seeds", "2"]
+    argv = ["--epochs", "3", "--set", "lr=0.01", "--grid", "depth=2,5", "--trials-per-gpu", "2", "--seeds", "2"]
     args = parse_args(argv, "", "x")
     before = copy.deepcopy(vars(args))
     planned = plan(depth_grid.SWEEP, args)
-    assert check_resources(args) == 0.5  # --pack 2: half a GPU per trial, returned, not written back
+    assert check_resources(args) == 0.5  # --trials-per-gpu 2: half a GPU per trial, returned, not written back
     assert vars(args) == before
     assert planned.sets == {"lr": 0.01, "epochs": 3} and {s.config["epochs"] for s in planned} == {3}
     with pytest.raises(AttributeError, match="read-only"):
@@ -113,9 +113,9 @@ def test_a_trial_gets_the_values_a_searcher_picked():
         planned.for_trial({"trial": 0, "lr": -1.0})
 
 
-def test_a_spec_built_from_a_dict_reads_as_before():
+def test_a_spec_built_from_a_dict_keeps_its_parts():
     spec = TrialSpec.of(dict(config=dict(epochs=3, task="train"), labels={}, facts={}, title="t", overrides={}))
-    assert spec["config"] == dict(epochs=3, task="train") and spec.title == "default"
+    assert spec.config == dict(epochs=3, task="train") and spec.title == "default"
     assert Plan.of([spec]).record() == [dict(config={}, labels={})]
 
 

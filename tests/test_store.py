@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from sweeps.engine.recorder import Recorder, latest_epoch
-from sweeps.results.store import LAYER_COLUMNS, Store
+from sweeps.results.store import LAYER_COLUMNS, Store, arrow_rows
 
 
 def epoch_rows(trial_id: str, epoch: int, acc: float) -> dict:
@@ -28,8 +28,8 @@ def test_a_finished_trial_is_one_file_per_table_and_both_readers_agree(tmp_path)
     for trial_id in ("a", "b"):
         for epoch in (1, 2, 3):
             store.write_epoch("epochs", trial_id, epoch, [epoch_rows(trial_id, epoch, epoch / 10)])
-            store.write_epoch("layers", trial_id, epoch, [dict(trial_id=trial_id, epoch=epoch, layer=i)
-                                                          for i in range(4)], LAYER_COLUMNS)
+            store.write_epoch("layers", trial_id, epoch, arrow_rows([dict(trial_id=trial_id, epoch=epoch, layer=i)
+                                                                     for i in range(4)], LAYER_COLUMNS))
     store.compact_trial("a")
     assert store.files("epochs") == ["a.parquet", "b/e0001.parquet", "b/e0002.parquet", "b/e0003.parquet"]
     assert store.files("layers")[0] == "a.parquet"

@@ -20,7 +20,7 @@ import pytest
 
 from analysis.export import main as export_main
 from analysis.results import load
-from sweeps.engine import recorder, trackers
+from sweeps.engine import trackers
 from sweeps.engine.grid import Sweep, variants
 from sweeps.engine.runner import main
 from sweeps.engine.trackers.replay import replay
@@ -380,11 +380,6 @@ def test_every_registered_writer_implements_writer_and_the_registry_loads_no_lib
     for name in trackers.WRITERS:
         writer = trackers.writer_class(name)(sweep)
         assert isinstance(writer, trackers.Writer) and writer.name == name and writer.runs == {}
-
-
-def test_final_metrics_are_the_ones_the_recorder_writes():
-    # the recorder imports Ray and the export must not, so the trackers keep their own copy of the names
-    assert trackers.FINAL_METRICS == recorder.FINAL_METRICS
 
 
 def test_replay_writes_parquet_rows_through_the_real_libraries_without_ray(tmp_path, monkeypatch):

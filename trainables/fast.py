@@ -32,6 +32,7 @@ Limits of the compile cache (documented in docs/benchmarks.md too):
 from __future__ import annotations
 
 import contextlib
+import os
 from collections import OrderedDict
 
 import torch
@@ -72,6 +73,18 @@ def setup_backend(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+def separate_inductor_cache_per_capability() -> None:
+    """Under ATEN_CPU_CAPABILITY, give Inductor its own on-disk cache. torch 2.14.1 reuses precompiled
+    headers across processes: after an avx2 process has compiled, a `default` process finds its header,
+    compiles kernels that use at::vec without it, and fails with "'at::vec' has not been declared"
+    (reproduced here with one Linear+ReLU). Importing torch._dynamo already writes the default into
+    TORCHINDUCTOR_CACHE_DIR, so a value equal to the default counts as unset; a folder the user chose stays."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    capability = os.environ.get("ATEN_CPU_CAPABILITY")
+    if capability and os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir()) == default_cache_dir():
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default_cache_dir()}_{capability}"
+
+
 def prepare_model(model: torch.nn.Module, config: dict, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(model, step_model): the module that holds the weights, and what the training step calls.
 
@@ -92,6 +105,7 @@ def prepare_model(model: torch.nn.Module, config: dict, device: torch.device) ->
         cache_stats["hits"] += 1
         return cached, compiled
     cache_stats["misses"] += 1
+    separate_inductor_cache_per_capability()
     dynamo = torch._dynamo.config
     for name in ("recompile_limit", "cache_size_limit"):  # renamed across torch versions
         if hasattr(dynamo, name):

@@ -25,6 +25,7 @@ from analysis.document import ReportError
 from analysis.search import search_settings
 from analysis.stats import cell_stats, paired
 from analysis.tables import varying_keys
+from sweeps.engine import schedulers
 from trainables.geometry import NUM_CLASSES, cnn_convs_on_1x1, cnn_map_sides, cnn_pools
 
 BASE_KEYS = ("init", "depth", "bn", "optimizer")
@@ -33,8 +34,6 @@ MARGIN = 10.0  # points above chance that count as training
 HE, XAVIER, NORMAL = "he_normal", "xavier_normal", "normal"
 INIT_ORDER = (HE, XAVIER, NORMAL)
 LAYER_STATS = ("update_ratio", "dead_fraction")
-SCHEDULER_NAMES = {"asha": "ASHA", "hyperband": "HyperBand", "median": "the median stopping rule",
-                   "pbt": "PBT"}
 TOL = 1e-9  # widths this close (decades) are "as wide"; a value this close (points) to the threshold is not above it
 
 
@@ -289,7 +288,7 @@ def caveats(t: pd.DataFrame, trials: pd.DataFrame, points: pd.DataFrame, keys: l
     early = t[t["status"] == "early_stopped"]
     if len(early):
         rungs = ", ".join(str(int(e)) for e in sorted(early["ran"].dropna().unique()))
-        scheduler = SCHEDULER_NAMES.get(s["search"].get("scheduler"), "the scheduler")
+        scheduler = schedulers.called(s["search"].get("scheduler"))
         above = int(early["trains"].sum())
         notes.append(f"{len(early)} of {len(t)} trials were stopped early by {scheduler} (after epoch(s) "
                      f"{rungs}) and are judged at the value they had then: the scheduler ranks every trial of the "

@@ -7,7 +7,7 @@ cell's instance only, so successive halving, median stopping, HyperBand's bracke
 happen among the trials of one cell. Nothing is reimplemented: every decision is Ray's.
 
 Ray is imported at the top: the class must subclass TrialScheduler. So import this module only inside
-functions that already run Ray (as search.make_scheduler imports Ray's schedulers), never at the top of
+functions that already run Ray (as the builders in schedulers.SCHEDULERS import Ray's schedulers), never at the top of
 the runner or search: parsing flags and reading results must stay free of Ray (tests/test_layering.py).
 """
 from __future__ import annotations

@@ -5,6 +5,7 @@ out goes into the Plan (sweeps/results/plan.py) or RunSettings, so `args` always
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 
 from sweeps.engine import search
@@ -35,7 +36,7 @@ class RunSettings:
 
     file            the study file: the "continue with" hint names it
     address         where Ray runs: "local" (a private Ray), auto, or host:port (preflight.ray_address)
-    gpus_per_trial  --gpus-per-trial, or 1/N under --pack N
+    gpus_per_trial  --gpus-per-trial, or 1/N under --trials-per-gpu N
     max_failures    --max-failures, else DEFAULT_MAX_FAILURES
     log             the --log trackers, checked and deduplicated
     """
@@ -44,6 +45,17 @@ class RunSettings:
     gpus_per_trial: float
     max_failures: int
     log: tuple[str, ...] = ()
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old flag name that still works for one release, saying what replaced it (--pack meant fractional
+    GPUs, never fused models: benchmarks/packed.py is those)."""
+    NEW = {"--pack": "--trials-per-gpu"}
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"note: {option_string} is deprecated and will be removed; use {self.NEW[option_string]}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def parse_args(argv, description: str, default_name: str, defaults: dict | None = None) -> Flags:
@@ -64,9 +76,10 @@ def parse_args(argv, description: str, default_name: str, defaults: dict | None 
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional GPUs, e.g. 0.25")
     p.add_argument("--max-failures", type=int, default=None,
                    help=f"retries of a crashed trial from its checkpoint (default {DEFAULT_MAX_FAILURES})")
-    p.add_argument("--pack", type=int, default=1,
+    p.add_argument("--trials-per-gpu", type=int, default=1, metavar="N",
                    help="trials sharing each GPU: N trials at 1/N GPU each; start CUDA MPS first "
                         "(benchmarks/mps.sh start)")
+    p.add_argument("--pack", type=int, dest="trials_per_gpu", action=DeprecatedAlias, help=argparse.SUPPRESS)
     p.add_argument("--fresh-actors", action="store_true",
                    help="a new Ray worker process for every trial: nothing carries over between trials, "
                         "at several seconds of start-up each (default: workers are reused)")

@@ -14,7 +14,7 @@ from trainables.errors import ConfigError
 
 
 def check_resources(args) -> float:
-    """The flags' CPU and GPU requests checked; returns the GPU share of each trial (--pack N: 1/N)."""
+    """The flags' CPU and GPU requests checked; returns the GPU share of each trial (--trials-per-gpu N: 1/N)."""
     if args.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial}: must be > 0")
     if args.gpus_per_trial < 0 or (0 < args.gpus_per_trial and args.gpus_per_trial > 1
@@ -25,12 +25,13 @@ def check_resources(args) -> float:
                           "sets the CPUs of a private Ray; a cluster's nodes say theirs in `ray start --num-cpus`"))
     if args.max_failures is not None and args.max_failures < 0:
         raise ConfigError(f"--max-failures {args.max_failures}: must be >= 0")
-    if args.pack < 1:
-        raise ConfigError(f"--pack {args.pack}: must be >= 1 (1 = one trial per GPU share given by --gpus-per-trial)")
-    if args.pack > 1 and args.gpus_per_trial:
-        raise ConfigError("--pack and --gpus-per-trial both set the GPU share per trial: give one of them")
-    # --pack N: N trials per GPU; see docs/benchmarks.md for why and what MPS adds
-    return 1.0 / args.pack if args.pack > 1 else args.gpus_per_trial
+    if args.trials_per_gpu < 1:
+        raise ConfigError(f"--trials-per-gpu {args.trials_per_gpu}: must be >= 1 (1 = one trial per GPU share "
+                          "given by --gpus-per-trial)")
+    if args.trials_per_gpu > 1 and args.gpus_per_trial:
+        raise ConfigError("--trials-per-gpu and --gpus-per-trial both set the GPU share per trial: give one of them")
+    # N trials per GPU; see docs/benchmarks.md for why and what MPS adds
+    return 1.0 / args.trials_per_gpu if args.trials_per_gpu > 1 else args.gpus_per_trial
 
 
 def ray_address(args) -> str:
@@ -41,12 +42,12 @@ def ray_address(args) -> str:
 
 def check_local_gpus(args, run) -> None:
     """A private Ray starts here, so a GPU request needs a GPU here (checked before Ray starts).
-    `run`: the RunSettings (its gpus_per_trial is --pack's share where --pack is given)."""
+    `run`: the RunSettings (its gpus_per_trial is --trials-per-gpu's share where that is given)."""
     if run.gpus_per_trial > 0 and run.address == "local":
         import torch
         have = torch.cuda.device_count()
         if have < run.gpus_per_trial:
-            flag = f"--pack {args.pack}" if args.pack > 1 else f"--gpus-per-trial {run.gpus_per_trial:g}"
+            flag = f"--trials-per-gpu {args.trials_per_gpu}" if args.trials_per_gpu > 1 else f"--gpus-per-trial {run.gpus_per_trial:g}"
             raise ConfigError(f"{flag}: this machine has {have} GPUs; "
                               "use 0 to train on the CPU, or --address to join a cluster that has GPUs")
 
@@ -77,11 +78,6 @@ def check_cluster_gpus(gpus_per_trial: float, nodes: list[dict]) -> None:
 
 
 # --- resume: the same sweep, continued; never a silent overwrite or a mix of two plans ---
-
-def plan_record(plan) -> list[dict]:
-    """sweep.json's plan (Plan.record) of a Plan or a list of specs: what the trackers name runs from."""
-    return Plan.of(plan).record()
-
 
 def check_resume(store: Store, plan: Plan, args) -> None:
     """Without --resume the name must be free; with it, the sweep must exist and run the same plan (each

@@ -18,9 +18,8 @@ from ray import tune
 from sweeps.engine.tune_state import params_json, result_line, trial_folder, write_trial_files
 from sweeps.results.plan import Plan, TrialSpec
 from sweeps.results.store import (CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, FINAL, LAYER_COLUMNS,
-                                  LINEAGE_COLUMNS, Store, arrow_rows, plain)
+                                  FINAL_METRICS, LINEAGE_COLUMNS, Store, arrow_rows, plain)
 
-FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
 # Placement reported by trainables.ray_trainable.placement(): which node and logical GPUs, and when; and what
 # the worker computes with (trainables/environment.py; the env_id's full record is in sweep.json).
 PLACEMENT = ("node_id", "gpu_ids", "trial_started", "reported_at", "failures", "env_id", "torch_version",
@@ -187,7 +186,7 @@ class Recorder(tune.Callback):
 
         def write():
             for table, data in tables[1:] + tables[:1]:  # epochs last: a row there means the epoch is whole
-                store.write_table(table, f"{trial_id}/e{epoch:04d}", data)
+                store.write_epoch(table, trial_id, epoch, data)
             self.latencies.append(time.time() - reported)
         self._submit(trial_id, write)
 

@@ -90,12 +90,6 @@ class TrialSpec:
         overrides = {**self.overrides, **values}
         return replace(self, config=resolve(overrides), overrides=overrides)
 
-    def __getitem__(self, name: str):
-        """spec["config"]: sweeps/engine/trackers.py and some tests still read specs as the dicts they were."""
-        if name not in {f.name for f in fields(self)} | {"title"}:
-            raise KeyError(name)
-        return getattr(self, name)
-
 
 @dataclass(frozen=True)
 class Plan:

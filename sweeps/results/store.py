@@ -69,6 +69,7 @@ CLASS_COLUMNS = ("trial_id", "epoch", "split", "class_index", "class_name", "sup
 CONFUSION_COLUMNS = ("trial_id", "epoch", "split", "true", "pred", "count")
 # PBT (sweeps/engine/search.py): one row per exploit, plus the new values of the perturbed keys
 LINEAGE_COLUMNS = ("trial_id", "epoch", "source_trial_id", "source_epoch")
+FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")  # trials'
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
 
@@ -152,9 +153,10 @@ class Store:
         """`rows` as `<table>.parquet/<key>.parquet`, atomically (key: a trial id for trials)."""
         self.write_table(table, key, arrow_rows(rows, columns))
 
-    def write_epoch(self, table: str, trial_id: str, epoch: int, rows: list[dict], columns=None) -> None:
-        """One epoch of a running trial: `<table>.parquet/<trial_id>/e<epoch>.parquet`."""
-        self.write_table(table, f"{trial_id}/e{int(epoch):04d}", arrow_rows(rows, columns))
+    def write_epoch(self, table: str, trial_id: str, epoch: int, data: pa.Table | list[dict]) -> None:
+        """One epoch of a running trial: `<table>.parquet/<trial_id>/e<epoch>.parquet` (rows: as arrow_rows)."""
+        data = data if isinstance(data, pa.Table) else arrow_rows(data)
+        self.write_table(table, f"{trial_id}/e{int(epoch):04d}", data)
 
     def write_table(self, table: str, key: str, data: pa.Table) -> None:
         buf = pa.BufferOutputStream()
@@ -291,7 +293,7 @@ class Store:
                 continue
             data = self._trial_rows(table, trial_id)
             for epoch in sorted(set(data["epoch"].to_pylist())) if data is not None else []:
-                self.write_table(table, f"{trial_id}/e{int(epoch):04d}", data.filter(pc.equal(data["epoch"], epoch)))
+                self.write_epoch(table, trial_id, epoch, data.filter(pc.equal(data["epoch"], epoch)))
             self.fs.delete_file(path)
         return True
 

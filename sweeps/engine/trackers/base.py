@@ -14,14 +14,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
-from sweeps.results.store import EPOCH_COLUMNS, Store, plain
+from sweeps.results.naming import name_keys
+from sweeps.results.store import EPOCH_COLUMNS, FINAL_METRICS, Store, plain
 
 INSTALL = 'pip install -e ".[trackers]"'
 EPOCH_SCALARS = tuple(c for c in EPOCH_COLUMNS if c not in ("trial_id", "sweep", "epoch"))
 LAYER_SCALARS = ("grad_abs_mean", "update_ratio", "dead_fraction")  # per layer: "grad_abs_mean/00_conv1"
-# trials.parquet's last-epoch metrics, as sweeps.engine.recorder.FINAL_METRICS writes them (a test pins the two
-# together): the recorder imports Ray, and the export must not
-FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")
 
 
 @dataclass
@@ -95,30 +93,6 @@ def sweep_info(store: Store, record: dict, root: str | None = None) -> SweepInfo
                      code_version=str(record.get("code_version", "")), root=root or local_root(store),
                      label_keys=labels, name_keys=keys, search_keys=list(record.get("search_keys") or []),
                      labels=list(dict.fromkeys(k for e in record.get("plan") or [] for k in e["labels"])))
-
-
-def name_keys(plan: list[dict], always=()) -> tuple[list[str], list[str]]:
-    """(labels, config keys) that tell the planned trials apart (`plan` is sweep.json's): the labels that
-    vary, the config keys that vary unless a label or a key already shown implies them (a variant's bundle,
-    e.g. init=he_normal brings init_mode=fan_out), and the sampled keys. Leaving out implied keys keeps
-    names unique. Keys every trial sets and with more values go first: they are the ones that imply."""
-    def column(part, key):
-        return [json.dumps(e[part].get(key), sort_keys=True, default=str) for e in plan]
-
-    def implies(a, b):  # every value of column a goes with a single value of column b
-        return len(set(zip(a, b))) == len(set(a))
-
-    labels = [k for k in dict.fromkeys(k for e in plan for k in e["labels"]) if len(set(column("labels", k))) > 1]
-    shown = [column("labels", k) for k in labels]
-    varied = [k for k in {k for e in plan for k in e["config"]} if len(set(column("config", k))) > 1]
-    keys = []
-    for key in sorted(varied, key=lambda k: (not all(k in e["config"] for e in plan),
-                                             -len(set(column("config", k))), k)):
-        col = column("config", key)
-        if not any(implies(other, col) for other in shown):
-            keys.append(key)
-            shown.append(col)
-    return labels, sorted(set(keys) | set(always))
 
 
 def fmt(value) -> str:

@@ -6,7 +6,6 @@ import sys
 
 from ray import tune
 
-from sweeps.engine.preflight import plan_record
 from sweeps.engine.recorder import outcome
 from sweeps.engine.trackers import writer_class
 from sweeps.engine.trackers.base import EPOCH_SCALARS, epoch_scalars, final_metrics, run_info, sweep_info
@@ -24,7 +23,7 @@ class TrackerCallback(tune.Callback):
 
     def __init__(self, names: list[str], recorder, sampled=()):
         self.names, self.recorder = list(names), recorder
-        record = dict(recorder.meta, plan=plan_record(recorder.specs), search=dict(sampled={k: "" for k in sampled}))
+        record = dict(recorder.meta, plan=recorder.plan.record(), search=dict(sampled={k: "" for k in sampled}))
         self.sweep = sweep_info(recorder.store, record)
         self.failed: set[str] = set()
         self._writers = None
@@ -61,7 +60,7 @@ class TrackerCallback(tune.Callback):
         for writer in self.writers:
             if writer.name not in self.failed and trial.trial_id not in writer.runs:
                 spec = self.recorder.spec(trial)
-                self._call(writer, "open", run_info(self.sweep, trial.trial_id, spec["config"], spec["labels"]))
+                self._call(writer, "open", run_info(self.sweep, trial.trial_id, spec.config, spec.labels))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._opened(trial)
