@@ -16,7 +16,7 @@ exactly its own; Adam is elementwise, so one Adam over the fused tensors equals
 G separate Adams. Each member keeps its own seed: its own init, data order and
 augmentation draws, from the same generator calls `train` makes. So a packed
 run reproduces G separate `train` runs up to floating-point summation order
-(tests/test_fast_path.py checks it).
+(tests/trainables/test_fast_path.py checks it).
 
 A pack must share everything but `seed` and the init settings (same architecture,
 optimiser, batch size, epochs, data); `pack_key` says which configs can share a

@@ -1,5 +1,5 @@
 """Shared fixtures: the real CIFAR-10 subset (skipped when absent), tiny generated CIFAR folders, and a
-local S3-protocol server (`s3_env`, for tests/test_s3.py and tests/test_cluster.py)."""
+local S3-protocol server (`s3_env`, for tests/s3/test_s3.py and tests/s3/test_cluster.py)."""
 from __future__ import annotations
 
 import pickle
@@ -59,3 +59,13 @@ def s3_env():
             yield env
     except RuntimeError as exc:  # not installed, or it would not start: a failure, never a skip
         pytest.fail(str(exc))
+
+
+def pytest_collection_modifyitems(items):
+    """Markers from what a test needs, so they cannot drift from it: `s3` for every test that starts the
+    local S3 server, `browser` for the ones that drive Chromium (`-m "not s3 and not browser"` leaves out both)."""
+    for item in items:
+        if "s3_env" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.s3)
+        if "chromium" in item.name:
+            item.add_marker(pytest.mark.browser)

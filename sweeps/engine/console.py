@@ -25,7 +25,7 @@
     best so far (test_acc, max): case=ok  test_acc 0.797
     ETA: done (nothing running or pending)
 
-(tests/test_console.py's three-trial sweep, --progress-every 1; Ray's own log lines left out.)
+(tests/engine/test_console.py's three-trial sweep, --progress-every 1; Ray's own log lines left out.)
 Everything goes to stderr, flushed, as plain ASCII lines under 120 characters with no colour and no cursor
 movement, so a terminal, a redirected log and `ray job logs` (not a TTY) read the same. The summary lines
 are sweeps.results.progress's, the same as `python -m analysis.status` prints from the Parquet; here they are

@@ -16,7 +16,7 @@ checks and analysis.export do) loads neither Ray, torch nor any tracker library.
 Each writer module is named after its --log name, even where that is also the library's name
 (mlflow.py, wandb.py, tensorboard.py): the registry, the flag and the file then read the same, and it is
 safe because Python 3 imports are absolute, so `import mlflow` inside sweeps/engine/trackers/mlflow.py
-loads the real MLflow (tests/test_trackers.py checks it). Run these files only as modules of the package,
+loads the real MLflow (tests/engine/test_trackers.py checks it). Run these files only as modules of the package,
 never as scripts, which would put this folder first on sys.path.
 
 Why not Ray's own integrations (ray.air.integrations.mlflow / .wandb, Tune's TBX logger): a trial's Ray

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "benchmarks/search_efficiency.py"
 TINY = ["--synthetic", "--scale", "0.005", "--val-size", "100", "--epochs", "3", "--lrs", "1e-3:1", "--per-decade", "1",
         "--cell", "init=he_normal", "--cell", "opt=sgd", "--cell", "depth=2,10"]

@@ -13,7 +13,7 @@ from analysis import status
 from sweeps.results.store import Store
 from trainables.config import resolve
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PLAN = 10  # trials in sweep.json's plan; 8 have rows, so 2 are pending
 SEARCH = {"searcher": "grid", "scheduler": "fifo", "metric": "val_acc", "mode": "max", "search_seed": 0}
 

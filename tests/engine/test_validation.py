@@ -17,7 +17,7 @@ from sweeps import depth_grid
 from sweeps.engine.runner import main
 from trainables.config import DEFAULTS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def snapshot(folder: Path) -> list[str]:
@@ -105,7 +105,7 @@ def test_gpu_request_on_a_machine_without_gpus(tmp_path, capsys, tiny_cifar10):
 
 
 def test_missing_data_folder_is_not_created(tmp_path, capsys):
-    # A full sweep (a --smoke one falls back on synthetic images, tests/test_e2e.py). No network here:
+    # A full sweep (a --smoke one falls back on synthetic images, tests/studies/test_e2e.py). No network here:
     # the download fails, and the folders it would have made are removed again, at every level.
     line = run_bad(tmp_path, capsys, [], data_dir=tmp_path / "nowhere" / "shared" / "data", smoke=False)
     assert "no cifar10 data" in line and str(tmp_path / "nowhere" / "shared" / "data") in line

@@ -23,7 +23,7 @@ from analysis.stats import cell_stats, describe_difference, format_cell, holm, p
 from sweeps.results.store import Store
 from trainables.config import resolve
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # --- the statistics, against values computed here by hand with scipy -------------------------------------------
 

@@ -11,14 +11,14 @@ default, avx2, avx512), and the same code and torch give other floats on another
 agrees to the last digit, but evaluation already differs (cnn val_loss 2.12733 in the file, 2.12814 with
 default kernels) and two epochs of training amplify it (resnet18 train_loss 0.8% apart).
 
-How the tolerance is set: `python -m tests.test_refactor_reference --calibrate` runs every case in a
+How the tolerance is set: `python -m tests.trainables.test_refactor_reference --calibrate` runs every case in a
 subprocess under each capability this CPU has and records, per case and metric, the largest deviation from
 the reference (tests/data/train_spread.json). A deviation is |got - ref| / max(|ref|, floor), where floor is
 1e-3 of the metric's largest |ref| in that case, so that values near zero (weight_mean) do not blow up. The
 check allows FACTOR times the calibrated spread, plus 1e-6. Integers and strings (epochs, statuses, layer
 names, class supports, checkpoint contents) compare exactly. A confusion matrix compares as the number of
 predictions that moved, and its row sums (the test set's labels) exactly. The per-class precision, recall,
-BCR, one-vs-rest accuracy and aggregate are functions of the confusion matrix (tests/test_imbalance.py checks
+BCR, one-vs-rest accuracy and aggregate are functions of the confusion matrix (tests/studies/test_imbalance.py checks
 that arithmetic); on classes of 10-20 images one moved prediction shifts them by up to 1, so they are not
 compared here.
 
@@ -26,7 +26,7 @@ Calibrated on 2026-12-03 on an AMD EPYC with AVX2 (no AVX-512), torch 2.14.1; th
 from the machine that wrote it before the refactor. Largest spreads: resnet18 (train_loss 0.8%, grad_abs_mean
 3%), cnn (val_loss 0.3%); vgg08, mlp and the probes agree to 1e-5 or better.
 
-What still fails it (`python -m tests.test_refactor_reference --regressions`, same machine). Per failing case,
+What still fails it (`python -m tests.trainables.test_refactor_reference --regressions`, same machine). Per failing case,
 the worst deviation as a multiple of what is allowed, among the metrics the CPUs moved (a value compared
 exactly, such as the lr of a shifted schedule, fails by far more); test_regression_fails_the_check re-checks
 one case of each on every run:
@@ -39,7 +39,7 @@ one case of each on every run:
     lr schedule one epoch early         the one cosine case (vgg): train_loss x1,750, and its lr exactly
 
 Bit for bit, as before, on the machine that wrote the file: REFERENCE_BITWISE=1 python -m pytest
-tests/test_refactor_reference.py. Regenerate the reference only for a change meant to alter the numbers, say
+tests/trainables/test_refactor_reference.py. Regenerate the reference only for a change meant to alter the numbers, say
 so in its commit, and recalibrate.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ from trainables.data import make_synthetic
 
 pytestmark = pytest.mark.numerics
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 REFERENCE = DATA / "train_reference.json"
 SPREAD = DATA / "train_spread.json"
 FACTOR = 4.0        # headroom over the calibrated spread: a CPU that was not measured may land further out
@@ -67,7 +67,7 @@ EPSILON = 1e-6      # allowed even where every measured CPU agreed to the bit
 FLOOR = 1e-3        # of a metric's largest |ref| in its case: the scale below which a value counts as zero
 CAPABILITIES = ("default", "avx2", "avx512")
 TIMING = ("seconds", "it_per_s")
-# Per-layer diagnostics added after the reference was written (issue 14; tests/test_diagnostics.py checks
+# Per-layer diagnostics added after the reference was written (issue 14; tests/trainables/test_diagnostics.py checks
 # them): new keys beside the reference's.
 ADDED_LAYER_KEYS = ("update_ratio", "dead_fraction")
 DERIVED = ("precision", "recall", "bcr", "ova_acc", "aggregated")  # per-class, from the confusion matrix
@@ -326,7 +326,7 @@ def supported() -> list[str]:
 
 def capture_under(capability: str) -> dict:
     code = ("import json, sys, torch; torch.set_num_threads(1); "
-            "from tests.test_refactor_reference import capture; json.dump(capture(), sys.stdout)")
+            "from tests.trainables.test_refactor_reference import capture; json.dump(capture(), sys.stdout)")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ATEN_CPU_CAPABILITY": capability},
                          cwd=DATA.parent.parent, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
@@ -374,6 +374,6 @@ if __name__ == "__main__":
         regression_table()
     elif "--write" in sys.argv:
         REFERENCE.write_text(json.dumps(capture(), indent=1))
-        print(f"wrote {REFERENCE}; now recalibrate: python -m tests.test_refactor_reference --calibrate")
+        print(f"wrote {REFERENCE}; now recalibrate: python -m tests.trainables.test_refactor_reference --calibrate")
     else:
-        sys.exit("usage: python -m tests.test_refactor_reference --calibrate | --regressions | --write")
+        sys.exit("usage: python -m tests.trainables.test_refactor_reference --calibrate | --regressions | --write")

@@ -47,9 +47,9 @@ def test_smoke_sweep_and_its_report_on_s3(s3_env, tmp_path, monkeypatch):
 
 
 def test_sigkilled_driver_resumes_on_s3(s3_env, tmp_path, monkeypatch):
-    """The kill-and-resume of tests/test_resume.py with every result and Ray's own state on S3."""
+    """The kill-and-resume of tests/engine/test_resume.py with every result and Ray's own state on S3."""
     from tests.conftest import write_cifar10
-    from tests.test_resume import (LONG, RESUMABLE, assert_one_row_each, env, kill_driver_when,
+    from tests.engine.test_resume import (LONG, RESUMABLE, assert_one_row_each, env, kill_driver_when,
                                    one_done_one_running)
     for key, value in s3_env.items():  # the driver subprocesses inherit them through env()
         monkeypatch.setenv(key, value)

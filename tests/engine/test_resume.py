@@ -19,7 +19,7 @@ from sweeps.engine.grid import Sweep, axis, cross, variants
 from sweeps.engine.runner import main
 from tests.conftest import write_cifar10
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = dict(model="cnn", depth=2, width=8, batch_size=32, augment=False, train_subset=64, test_subset=32)
 
 FAULTS = Sweep(study="faults", description="retry test", fixed=dict(TINY, epochs=2),

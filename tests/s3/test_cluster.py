@@ -28,7 +28,7 @@ from sweeps import depth_grid
 from sweeps.engine.runner import main
 from tests.conftest import BUCKET, free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RAY_PORTS = {6379: "GCS", 8265: "dashboard/jobs", 10001: "client"}
 ADDRESS_FILE = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
 

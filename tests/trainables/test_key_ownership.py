@@ -15,7 +15,7 @@ from trainables.models import MODELS
 from trainables.tasks import run_task
 from trainables.train import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("overrides, expected", [

@@ -220,7 +220,7 @@ def test_runner_trials_per_gpu_flag_is_validated_and_pack_still_works(capsys):
     assert "--pack is deprecated" in err and "use --trials-per-gpu" in err and "--trials-per-gpu 0" in err
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_benchmark(*argv: str) -> str:

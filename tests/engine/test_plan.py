@@ -84,7 +84,7 @@ def test_names_come_from_one_rule():
 
 
 @pytest.mark.parametrize("entries, always, expected", [
-    # the trackers' cases (tests/test_trackers.py), so trackers.name_keys can call this one
+    # the trackers' cases (tests/engine/test_trackers.py), so trackers.name_keys can call this one
     ([dict(config=dict(depth=d, init=i, lr=0.01, epochs=3), labels={}) for d in (2, 5) for i in ("he", "n")],
      (), ([], ["depth", "init"])),
     ([dict(config=dict(lr=lr, fail_at_epoch=f), labels=dict(case=c))

@@ -15,7 +15,7 @@ from analysis.results import load
 from sweeps.engine.grid import Sweep, axis, cross
 from sweeps.engine.runner import main, parse_args, plan
 from sweeps.engine.space import loguniform
-from tests.test_resume import assert_one_row_each, env, kill_driver_when, one_done_one_running
+from tests.engine.test_resume import assert_one_row_each, env, kill_driver_when, one_done_one_running
 
 TINY = dict(dataset="synthetic", model="cnn", depth=2, width=8, batch_size=32, augment=False,
             train_subset=256, test_subset=128, epochs=4, optimizer="sgd")

@@ -16,7 +16,7 @@ from sweeps.engine.space import (Sampled, choice, draw, loguniform, parse, parse
                           randint, sampled_nodes, uniform, without_sampled)
 from trainables.config import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- constructors -----------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from scipy import stats as sps
 from analysis import report as report_mod
 from analysis.lr_window import compute
 from sweeps.results.store import Store
-from tests.test_report import check_self_contained, outline
+from tests.analysis.test_report import check_self_contained, outline
 from trainables import data, geometry
 from trainables.config import resolve
 from trainables.models import build_model

@@ -21,7 +21,7 @@ from sweeps.engine.recorder import Recorder
 from sweeps.results.store import Store
 from trainables import environment
 from trainables.environment import FIELDS, collect, device_name, env_id
-from tests.test_store import epoch_rows, fake_trial
+from tests.results.test_store import epoch_rows, fake_trial
 
 
 def test_collect_has_every_field_with_this_processs_real_versions():

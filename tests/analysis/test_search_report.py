@@ -13,7 +13,7 @@ from analysis import report as report_mod
 from analysis.document import Report
 from analysis.tables import stat_table
 from sweeps.results.store import Store
-from tests.test_report import check_self_contained, fake_sweep, outline
+from tests.analysis.test_report import check_self_contained, fake_sweep, outline
 from trainables.config import resolve
 
 SEARCH = {"sampled": {"lr": "loguniform:1e-05:1.0"}, "searcher": "random", "scheduler": "asha",

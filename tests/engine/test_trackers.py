@@ -374,7 +374,7 @@ def test_every_registered_writer_implements_writer_and_the_registry_loads_no_lib
             "classes = [trackers.writer_class(n) for n in trackers.WRITERS]\n"
             "print(sorted(m for m in ('ray', 'torch', 'tensorboard', 'mlflow', 'wandb') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)
     sweep = trackers.SweepInfo("s", "study", "v", str(tmp_path), [], [])
     for name in trackers.WRITERS:

@@ -13,7 +13,7 @@ from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
 from sweeps.engine.recorder import Recorder
 from sweeps.results.store import Store
 from sweeps.engine.tune_state import write_trial_files
-from tests.test_store import epoch_rows, fake_trial
+from tests.results.test_store import epoch_rows, fake_trial
 
 SPEC = dict(config=dict(epochs=4, task="train", lr=0.1), labels={}, facts={}, title="t", overrides={})
 META = dict(sweep="s", study="x", code_version="v")
