@@ -62,7 +62,10 @@ def _name_keys(labels: dict[str, list], configs: dict[str, list], every: set[str
     labels = {k: _cells(v) for k, v in labels.items()}
     configs = {k: _cells(v) for k, v in configs.items()}
     shown_labels = [k for k, col in labels.items() if len(set(col)) > 1]
-    varied = [k for k, col in configs.items() if len(set(col)) > 1]
+    always = list(always)
+    # a sampled key is shown anyway, but must not stand in for the grid: its values differ in every trial,
+    # so it alone would "determine" init and depth and hide them (the titles read "sample=3 lr=0.94")
+    varied = [k for k, col in configs.items() if len(set(col)) > 1 and k not in always]
     tried_first = sorted(varied, key=lambda k: (k not in every, -len(set(configs[k])), _rank(k)))
     keys = _undetermined([configs[k] for k in tried_first], tried_first, [labels[k] for k in shown_labels])
     return shown_labels, sorted(set(keys) | set(always), key=_rank)

@@ -95,6 +95,9 @@ def test_names_come_from_one_rule():
     # sampled keys show even where they do not vary; config keys come in DEFAULTS order
     ([dict(config=dict(activation=a, depth=2), labels={}) for a in ("relu", "prelu")], ["lr"],
      ([], ["activation", "lr"])),
+    # a sampled key differs in every trial, yet must not hide the grid keys it would "determine"
+    ([dict(config=dict(depth=d, init=i, lr=10.0 ** -(n + 2 * d)), labels=dict(sample=n))
+      for d in (2, 5) for i in ("he", "n") for n in (0, 1)], ["lr"], (["sample"], ["depth", "init", "lr"])),
 ])
 def test_name_keys(entries, always, expected):
     assert name_keys(entries, always) == expected
