@@ -15,6 +15,7 @@ without the CIFAR files; its time is mostly Ray's start and the training, which 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
         storage = Path(tmp)
         for name, root in roots.items():  # a sweep for analysis.status to read, written by its own checkout
             timed(sweep(storage / name, "status"), root)
-        runs = iter(range(10**6))  # every timed smoke sweep writes a fresh folder
+        runs = itertools.count()  # every timed smoke sweep writes a fresh folder
         commands = {"--help": lambda name: [sys.executable, "sweeps/depth_grid.py", "--help"],
                     "analysis.status": lambda name: [sys.executable, "-m", "analysis.status",
                                                      str(storage / name / "status")]}
