@@ -9,8 +9,9 @@ re-drew them), xavier_normal, normal(0, 1) on convs and the classifier (the seed
 1e-5 .. 3 (`--samples` draws per cell, the same draws in every cell so cells compare lr for lr).
 Adam's bounded step hides much of the effect, hence SGD too.
 
-ASHA stops hopeless trials by default (rungs at 1, 3, 9 epochs); `--scheduler fifo` runs every trial
-to the end, and `--grid lr=1e-5,1e-4,...` makes lr a grid (benchmarks/search_efficiency.py compares
+ASHA stops hopeless trials by default (rungs at 1, 3, 9 epochs), one ASHA per cell, so a trial is ranked
+only against the other lrs of its own cell (`--search-scope sweep`: against every trial of the sweep, which
+counts a slow-starting deep cell out at the first rung); `--scheduler fifo` runs every trial to the end, and `--grid lr=1e-5,1e-4,...` makes lr a grid (benchmarks/search_efficiency.py compares
 the two on the same cells). The metric is validation accuracy: 1,000 training images are held out.
 At depth 20 the map reaches 1x1 after 5 pools (pooling follows every second block and stops at 1x1,
 trainables/models/cnn.py), so the deepest blocks convolve a 1x1 map with 3x3 kernels, i.e. act as
@@ -38,7 +39,7 @@ SWEEP = Sweep(
                      axis("depth", [2, 10]), axis("bn", [False]),
                      variants("opt", sgd=dict(optimizer="sgd", momentum=0.9)), LR),
     smoke=dict(epochs=3, train_subset=1000, test_subset=500, val_size=200, width=16),
-    flags=dict(scheduler="asha", samples=8, constant_draws=True),
+    flags=dict(scheduler="asha", samples=8, constant_draws=True, search_scope="cell"),
 )
 
 if __name__ == "__main__":

@@ -12,35 +12,13 @@ the runner or search: parsing flags and reading results must stay free of Ray (t
 """
 from __future__ import annotations
 
-import json
-from collections import Counter
-from typing import Callable, Hashable, Iterable
+from typing import Callable, Hashable
 
 import ray.cloudpickle as cloudpickle
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from trainables.errors import ConfigError
-
-
-def cell_key(config: dict, sampled_keys: Iterable[str], seed_keys: Iterable[str] = ("seed",)) -> tuple:
-    """The grid point a trial belongs to: its config without the keys that vary inside a cell.
-    Values go through a canonical JSON dump, so nested dicts/lists hash, key order does not matter, and
-    True, 1 and 1.0 stay three different cells (Python would hash them alike)."""
-    inside = set(sampled_keys) | set(seed_keys)
-    return tuple((key, json.dumps(config[key], sort_keys=True, default=repr))
-                 for key in sorted(config) if key not in inside)
-
-
-def check_cells(configs: Iterable[dict], sampled_keys: Iterable[str], seed_keys: Iterable[str] = ("seed",)) -> Counter:
-    """Trials per cell. Refuses a sweep where no cell holds two trials: each trial would be ranked only
-    against itself, so per-cell scheduling would never stop anything and silently act as FIFO."""
-    sampled_keys, seed_keys = tuple(sampled_keys), tuple(seed_keys)
-    sizes = Counter(cell_key(config, sampled_keys, seed_keys) for config in configs)
-    if sizes and max(sizes.values()) < 2:
-        raise ConfigError(f"per-cell scheduling: each of the {len(sizes)} cells holds one trial, so no trial has "
-                          "another to be ranked against; sample a key or add --seeds, or schedule sweep-wide")
-    return sizes
 
 
 class _CellView:
@@ -72,7 +50,7 @@ class PerCellScheduler(TrialScheduler):
     `make_scheduler` is called with no arguments and must return a fresh scheduler (ASHAScheduler,
     AsyncHyperBandScheduler, HyperBandScheduler, MedianStoppingRule, PopulationBasedTraining, ...),
     without metric/mode: those come from TuneConfig through set_search_properties, as Ray wants.
-    `cell_of(trial)` names the trial's cell, e.g. `cell_key` of the plan's config for the trial.
+    `cell_of(trial)` names the trial's cell (the runner: Plan.cell_of of the trial's planned spec).
     With PBT, every key PBT mutates must be left out of the cell (a sampled key), since PBT rewrites
     trial.config: a trial's cell is fixed when it is first added, but a resumed sweep's scheduler comes
     fresh from tuner.pkl and asks `cell_of` again (the runner's `trial` index into its plan is safe)."""
@@ -181,7 +159,7 @@ class PerCellScheduler(TrialScheduler):
         kind = type(self._template).__name__
         lines = [f"PerCellScheduler: one {kind} per cell, {len(self._cells)} cells"]
         for cell, scheduler in self._cells.items():
-            label = " ".join(f"{key}={value}" for key, value in cell) if _is_cell_key(cell) else repr(cell)
+            label = " ".join(f"{key}={value}" for key, value in cell) if _is_cell_key(cell) else str(cell)
             lines.append(f"[{label}] " + scheduler.debug_string().replace("\n", "\n    "))
         return "\n".join(lines)
 

@@ -122,11 +122,16 @@ def print_dry_run(plan: Plan) -> None:
     if settings.get("sampled"):
         print(f"search: {settings['searcher']}, seed {settings['search_seed']}; sampled "
               + ", ".join(f"{k} ~ {v}" for k, v in settings["sampled"].items()))
+    scope = settings.get("search_scope", "sweep")
     if settings.get("scheduler", "fifo") != "fifo":
-        print(f"scheduler: {settings['scheduler']} on {settings['metric']} ({settings['mode']})")
+        where = (f"one per grid cell ({settings['cells']} cells)" if scope == "cell" else "one for the sweep")
+        print(f"scheduler: {settings['scheduler']} on {settings['metric']} ({settings['mode']}), {where}")
     if settings.get("searcher") == "optuna":
-        print(f"optuna picks {settings['trials']} trials at run time, {settings['max_concurrent']} at once; "
-              "the sampled keys below show their lower bound only")
+        print(f"optuna: one TPE study per grid cell, {settings['trials_per_cell']} trials each ({settings['trials']} "
+              f"in all), {settings['max_concurrent']} at once; the sampled keys below show their lower bound only")
+    if settings.get("confirm"):
+        print(f"confirm: then each cell's best by {settings['metric']} (validation) again on seeds "
+              f"{settings['confirm_seeds']}, full epochs, FIFO: {settings['cells'] * settings['confirm']} more trials")
     for i, spec in enumerate(plan):
         print(f"{i:3d}  {spec.title:<60s}  params={spec.facts['params']:,}")
     print(f"{settings.get('trials', len(plan))} trials")

@@ -18,7 +18,7 @@ from ray import tune
 from sweeps.engine.tune_state import params_json, result_line, trial_folder, write_trial_files
 from sweeps.results.plan import Plan, TrialSpec
 from sweeps.results.store import (CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, FINAL, LAYER_COLUMNS,
-                                  FINAL_METRICS, LINEAGE_COLUMNS, Store, arrow_rows, plain)
+                                  FINAL_METRICS, LINEAGE_COLUMNS, PHASE, Store, arrow_rows, plain)
 
 # Placement reported by trainables.ray_trainable.placement(): which node and logical GPUs, and when; and what
 # the worker computes with (trainables/environment.py; the env_id's full record is in sweep.json).
@@ -32,10 +32,13 @@ WRITE_THREADS = dict(local=2, remote=16)
 FOLD_EVERY = 256
 
 
-def trial_row(trial_id: str, spec: TrialSpec, meta: dict, status: str, last: dict | None, error: str = "") -> dict:
-    """Everything that describes one trial, flattened: config, labels, outcome and provenance."""
+def trial_row(trial_id: str, spec: TrialSpec, meta: dict, status: str, last: dict | None, error: str = "",
+              cell: str = "") -> dict:
+    """Everything that describes one trial, flattened: config, labels, outcome and provenance, with its phase
+    and its grid cell (Plan.cell_of)."""
     last = last or {}
-    row = dict(trial_id=trial_id, sweep=meta["sweep"], study=meta["study"], status=status, error=error)
+    row = dict(trial_id=trial_id, sweep=meta["sweep"], study=meta["study"], status=status, error=error,
+               phase=meta.get(PHASE, "search"), cell=cell)
     row.update(spec.config)  # resolved and validated by the planner: a preset's fixed keys show true values
     row.update(spec.labels)
     row.update(spec.facts)
@@ -93,6 +96,11 @@ class Recorder(tune.Callback):
     def __getstate__(self):
         return {**self.__dict__, "_store": None, "_pool": None, "_pending": {}, "latencies": [], "written": {},
                 "foldable": [], "tune_lines": {}, "environments": set()}
+
+    @property
+    def phase(self) -> str:
+        """"search", or "confirm" for the Recorder of the confirmation runs (sweeps/engine/confirm.py)."""
+        return self.meta.get(PHASE, "search")
 
     @property
     def store(self) -> Store:
@@ -161,21 +169,21 @@ class Recorder(tune.Callback):
         self.tune_lines.setdefault(trial_id, {})[epoch] = result_line(result)
         search_keys = self.plan.picked_keys
         row = {c: result.get(c, math.nan) for c in EPOCH_COLUMNS}
-        row.update(trial_id=trial_id, sweep=self.meta["sweep"])
+        row.update(trial_id=trial_id, sweep=self.meta["sweep"], phase=self.phase)
         # the hyperparameters in force this epoch, where a searcher or PBT sets them (lr is already a column)
         in_force = [k for k in search_keys if k in result and k not in row]
         row.update({k: result[k] for k in in_force})
         # Arrow tables are built here, on Tune's thread: the result's dicts are not touched after this returns
-        tables = [("epochs", arrow_rows([row], [*EPOCH_COLUMNS, *in_force]))]
+        tables = [("epochs", arrow_rows([row], [*EPOCH_COLUMNS, PHASE, *in_force]))]
         if "continued_from" in result:  # PBT exploited: this trial now continues another's checkpoint
             lineage = dict(trial_id=trial_id, epoch=epoch, source_trial_id=result["continued_from"],
-                           source_epoch=int(result["continued_from_epoch"]),
+                           source_epoch=int(result["continued_from_epoch"]), phase=self.phase,
                            **{k: result.get(k, math.nan) for k in search_keys})
-            tables.append(("lineage", arrow_rows([lineage], [*LINEAGE_COLUMNS, *search_keys])))
+            tables.append(("lineage", arrow_rows([lineage], [*LINEAGE_COLUMNS, PHASE, *search_keys])))
         for table, columns in (("layers", LAYER_COLUMNS), ("classes", CLASS_COLUMNS), ("confusion", CONFUSION_COLUMNS)):
-            rows = [dict(r, trial_id=trial_id, epoch=epoch) for r in result.get(table, [])]
+            rows = [dict(r, trial_id=trial_id, epoch=epoch, phase=self.phase) for r in result.get(table, [])]
             if rows:  # classes and confusion: study 004
-                tables.append((table, arrow_rows(rows, columns)))
+                tables.append((table, arrow_rows(rows, [*columns, PHASE])))
         reported = float(result.get("reported_at", time.time()))
         if "environment" in result:  # a trial's first result on its worker
             self._file_environment(str(result.get("env_id", "")), result["environment"])
@@ -206,7 +214,8 @@ class Recorder(tune.Callback):
         return latest_epoch(self.store, trial.trial_id, trial.last_result or {})
 
     def _row(self, trial, status: str, last: dict | None, error: str = "") -> dict:
-        row = trial_row(trial.trial_id, self.spec(trial), self.meta, status, last, error)
+        spec = self.spec(trial)
+        row = trial_row(trial.trial_id, spec, self.meta, status, last, error, cell=self.plan.cell_of(spec))
         self.rows[trial.trial_id] = row
         return row
 
@@ -320,4 +329,5 @@ def reconcile(store: Store, results, plan: Plan, meta: dict) -> None:
         last = latest_epoch(store, trial_id, metrics) or {}
         spec = plan.for_trial(result.config)
         store.compact_trial(trial_id)
-        store.write_rows("trials", trial_id, [trial_row(trial_id, spec, meta, outcome(spec, last, error), last, error)])
+        store.write_rows("trials", trial_id, [trial_row(trial_id, spec, meta, outcome(spec, last, error), last, error,
+                                                        cell=plan.cell_of(spec))])

@@ -97,19 +97,15 @@ def describe_data(datasets: dict, plan: Plan) -> dict[str, str]:
 
 def run_sweep(sweep: Sweep, plan: Plan, datasets: dict, store: Store, args, run: RunSettings) -> int:
     import ray
-    from ray import tune
 
-    from sweeps.engine.console import ConsoleView, emit, header_lines
-    from sweeps.engine.recorder import Recorder, reconcile
-    from sweeps.engine.tune_state import SlimTuneState
-    from sweeps.engine.trackers.callback import callbacks as tracker_callbacks
+    from sweeps.engine import confirm
+    from sweeps.engine.console import emit, header_lines
     from trainables.environment import collect as environment
-    from trainables.ray_trainable import run_trial
 
     settings = plan.search
     meta = dict(sweep=store.name, study=sweep.study, code_version=code_version(),
                 searcher=settings["searcher"], scheduler=settings["scheduler"], search_seed=settings["search_seed"],
-                trials=settings["trials"], search_keys=list(plan.picked_keys))
+                trials=settings["trials"], search_keys=list(plan.picked_keys), phase="search")
     # Our Recorder writes the results. Tune's own CSV/JSON/TensorBoard loggers would write them a
     # second time, at 0.2 s per trial (0.39 vs 0.17 s of sweep overhead, docs/benchmarks.md), and warn
     # that they cannot log the per-layer lists. Export the variable as 0 to get them back. The Recorder
@@ -124,21 +120,17 @@ def run_sweep(sweep: Sweep, plan: Plan, datasets: dict, store: Store, args, run:
                           f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
     try:
         check_cluster_gpus(run.gpus_per_trial, ray.nodes())  # before anything is written
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, plan=plan, datasets=datasets, cpus_per_trial=args.cpus_per_trial,
-                                 search=dict(metric=settings["metric"], mode=settings["mode"])),
-            {"cpu": args.cpus_per_trial, "gpu": run.gpus_per_trial})
-        tune_path = store.uri + "/tune"
-
-        def console(recorder):  # after the Recorder: it reads the trials row the Recorder has just decided
-            return ConsoleView(recorder, args.progress_every)
-        verbose = min(args.verbose, 2)  # 0: Ray's trial tables off; the ConsoleView prints instead
+        # A resumed sweep whose search ended goes on with its recorded confirmation (sweeps/engine/confirm.py).
+        confirmation = store.read_json("sweep.json").get("confirmation") if args.resume else None
+        phases = [Phase("search", plan, meta, "tune", store, datasets, args, run)] if confirmation is None else []
+        if confirmation is not None:
+            phases.append(Phase.confirming(plan, meta, confirmation, store, datasets, args, run))
         # Same trainable (rebuilt from the same, checked plan); Ray keeps finished trials as they are.
         # Errored trials get another go from their last checkpoint: a resume means "try again", and a
         # transient fault (a lost node, an OOM) then heals while a deterministic one just errors again.
         # The Recorder comes back from Ray's pickle; it holds no state that matters. Restored before
         # anything is written, so a sweep this version cannot restore stays as it was.
-        restored = restore(tune_path, trainable, console, verbose) if args.resume else None
+        restored = phases[0].restore() if args.resume else None
         # the console view's header, once every check has passed (a mistake stays one `error:` line)
         data = describe_data(datasets, plan)
         emit(header_lines(store.name, sweep.study, settings, data, store.uri, resumed=args.resume))
@@ -156,43 +148,110 @@ def run_sweep(sweep: Sweep, plan: Plan, datasets: dict, store: Store, args, run:
                 resume_policy=SCHEDULERS[settings["scheduler"]].resume, log=list(run.log),
                 # the driver's; each trial's worker reports its own env_id, filed under `environments`
                 environment=environment()))
-        if restored is not None:
-            tuner = restored
-        else:  # a new sweep, or a resumed one that died before Ray saved any state: nothing to keep
-            adaptive = settings["scheduler"] != "fifo" or settings["searcher"] == "optuna"
-            if settings["scheduler"] == "pbt":  # PBT explores with Python's and numpy's global generators
-                random.seed(settings["search_seed"])
-                np.random.seed(settings["search_seed"])
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space(plan),
-                # Reusing actors skips a process start (Python, torch, CUDA context: about 10 s a trial on
-                # the 2-core CPU, docs/benchmarks.md) and keeps trainables.fast's compile cache. `train`
-                # sets every piece of process-wide state it relies on, so trials stay independent.
-                tune_config=tune.TuneConfig(
-                    reuse_actors=not args.fresh_actors, num_samples=settings["trials"] if
-                    settings["searcher"] == "optuna" else 1, time_budget_s=settings["time_budget"],
-                    # metric/mode here only: Ray raises when the scheduler or searcher has them too
-                    metric="objective" if adaptive else None, mode=settings["mode"] if adaptive else None,
-                    scheduler=SCHEDULERS[settings["scheduler"]].build(settings, plan.sampled),
-                    search_alg=search.make_searcher(settings, store.name)),
-                run_config=tune.RunConfig(
-                    name="tune", storage_path=store.uri, verbose=verbose,
-                    # the trackers (--log) and the console view come after the Recorder: they show the
-                    # status it decided
-                    callbacks=[recorder := Recorder(store.storage, store.name, meta, plan),
-                               *tracker_callbacks(list(run.log), recorder, sorted(plan.sampled)), console(recorder),
-                               SlimTuneState()],  # last: it takes the lists out of each result
-                    failure_config=tune.FailureConfig(max_failures=run.max_failures),
-                    # PBT warns below 3: it must keep the checkpoint a donor is copied from
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if settings["scheduler"] == "pbt" else 2)))
         started = time.perf_counter()
-        results = tuner.fit()  # Ctrl-C makes this return normally; unfinished trials are found below
+        phases[0].fit(restored)
+        if settings.get("confirm") and confirmation is None:
+            ended, planned = confirm.search_ended(store, plan)
+            if ended < planned:  # interrupted, or out of --time-budget: a --resume continues the search first
+                emit([f"confirm: not started, {ended} of {planned} search trials ended"])
+            else:
+                confirmation = confirm.select(store.read_table("trials"), plan)
+                record = store.read_json("sweep.json")
+                store.write_json("sweep.json", {**record, "confirmation": confirmation})
+                emit([confirm.summary_line(confirmation)])
+                Phase.confirming(plan, meta, confirmation, store, datasets, args, run).fit(None)
         elapsed = time.perf_counter() - started
-        reconcile(store, results, plan, meta)
     finally:
         ray.shutdown()
     return summarize(store, elapsed, args, run)
+
+
+class Phase:
+    """One Ray Tune experiment of a sweep: the search (Tune's folder `tune`), or the confirmation of each
+    cell's winner on fresh seeds (folder `confirm`, FIFO). Both write into the one Parquet store, their
+    rows told apart by `phase`; each resumes from its own Tune state."""
+
+    def __init__(self, name: str, plan: Plan, meta: dict, tune_name: str, store: Store, datasets: dict, args,
+                 run: RunSettings):
+        from ray import tune
+
+        from trainables.ray_trainable import run_trial
+        self.name, self.plan, self.meta, self.tune_name = name, plan, {**meta, "phase": name}, tune_name
+        self.store, self.args, self.run = store, args, run
+        settings = plan.search
+        self.trainable = tune.with_resources(
+            tune.with_parameters(run_trial, plan=plan, datasets=datasets, cpus_per_trial=args.cpus_per_trial,
+                                 search=dict(metric=settings["metric"], mode=settings["mode"])),
+            {"cpu": args.cpus_per_trial, "gpu": run.gpus_per_trial})
+        self.verbose = min(args.verbose, 2)  # 0: Ray's trial tables off; the ConsoleView prints instead
+
+    @classmethod
+    def confirming(cls, plan: Plan, meta: dict, confirmation: dict, store: Store, datasets: dict, args, run) -> Phase:
+        from sweeps.engine.confirm import confirm_plan
+        confirming = confirm_plan(plan, confirmation)
+        return cls("confirm", confirming, {**meta, "scheduler": "fifo", "searcher": "grid",
+                                           "trials": len(confirming), "search_keys": []},
+                   "confirm", store, datasets, args, run)
+
+    @property
+    def tune_path(self) -> str:
+        return f"{self.store.uri}/{self.tune_name}"
+
+    def console(self, recorder):  # after the Recorder: it reads the trials row the Recorder has just decided
+        from sweeps.engine.console import ConsoleView
+        return ConsoleView(recorder, self.args.progress_every)
+
+    def restore(self):
+        """This phase's Tuner as the killed driver left it, or None where Ray saved no state for it."""
+        return restore(self.tune_path, self.trainable, self.console, self.verbose)
+
+    def fit(self, restored) -> None:
+        """Run the phase to its end (or to Ctrl-C, which makes fit() return), then fix the rows of trials
+        whose end the callbacks missed (reconcile)."""
+        from sweeps.engine.recorder import reconcile
+        tuner = restored
+        if tuner is None:
+            if self.name == "confirm":  # rows of a confirmation Ray kept no state of: it starts again, from scratch
+                from sweeps.engine.confirm import phase_rows
+                self.store.drop_trials(phase_rows(self.store.read_table("trials"), "confirm")["trial_id"])
+            tuner = self.tuner()
+        results = tuner.fit()  # Ctrl-C makes this return normally; unfinished trials are found by summarize
+        reconcile(self.store, results, self.plan, self.meta)
+
+    def tuner(self):
+        """A new Tuner: a new sweep, a new confirmation, or a resumed one that died before Ray saved any state."""
+        from ray import tune
+
+        from sweeps.engine.recorder import Recorder
+        from sweeps.engine.trackers.callback import callbacks as tracker_callbacks
+        from sweeps.engine.tune_state import SlimTuneState
+        plan, settings, store, run = self.plan, self.plan.search, self.store, self.run
+        adaptive = settings["scheduler"] != "fifo" or settings["searcher"] == "optuna"
+        if settings["scheduler"] == "pbt":  # PBT explores with Python's and numpy's global generators
+            random.seed(settings["search_seed"])
+            np.random.seed(settings["search_seed"])
+        return tune.Tuner(
+            self.trainable,
+            param_space=param_space(plan),
+            # Reusing actors skips a process start (Python, torch, CUDA context: about 10 s a trial on
+            # the 2-core CPU, docs/benchmarks.md) and keeps trainables.fast's compile cache. `train`
+            # sets every piece of process-wide state it relies on, so trials stay independent.
+            tune_config=tune.TuneConfig(
+                reuse_actors=not self.args.fresh_actors, num_samples=settings["trials"] if
+                settings["searcher"] == "optuna" else 1, time_budget_s=settings["time_budget"],
+                # metric/mode here only: Ray raises when the scheduler or searcher has them too
+                metric="objective" if adaptive else None, mode=settings["mode"] if adaptive else None,
+                scheduler=search.make_scheduler(plan), search_alg=search.make_searcher(plan, store.name)),
+            run_config=tune.RunConfig(
+                name=self.tune_name, storage_path=store.uri, verbose=self.verbose,
+                # the trackers (--log) and the console view come after the Recorder: they show the
+                # status it decided
+                callbacks=[recorder := Recorder(store.storage, store.name, self.meta, plan),
+                           *tracker_callbacks(list(run.log), recorder, sorted(plan.sampled)), self.console(recorder),
+                           SlimTuneState()],  # last: it takes the lists out of each result
+                failure_config=tune.FailureConfig(max_failures=run.max_failures),
+                # PBT warns below 3: it must keep the checkpoint a donor is copied from
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if settings["scheduler"] == "pbt" else 2)))
 
 
 def restore(tune_path: str, trainable, console, verbose: int):
@@ -249,8 +308,14 @@ def param_space(plan: Plan) -> dict:
 def summarize(store: Store, elapsed: float, args=None, run: RunSettings | None = None) -> int:
     trials = store.close_sweep()
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
-    print(f"\nsweep {store.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-          + f" in {elapsed:.0f} s")
+    phases = trials.groupby(trials["phase"].fillna("search"), sort=False) if "phase" in trials.columns else []
+    by_phase = {phase: rows["status"].value_counts().to_dict() for phase, rows in phases}
+    if set(by_phase) - {"search"}:  # a confirmed sweep: the search's trials and the confirmation's, apart
+        told = "; ".join(f"{phase}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items()))
+                         for phase, c in sorted(by_phase.items(), key=lambda item: item[0] != "search"))
+    else:
+        told = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"\nsweep {store.name}: {told} in {elapsed:.0f} s")
     print(f"results: {store.uri}")
     print(f"report:  python -m analysis.report {store.uri}")
     if counts.get("stopped") and args is not None and run is not None:

@@ -3,10 +3,12 @@ searchers, with the settings recorded in sweep.json and every outcome in Parquet
 
     --search random   the default when a key is sampled: `--samples N` draws per grid cell, made in
                       plan() with Ray's own domains (sweeps/engine/space.py), so --dry-run lists what runs
-    --search optuna   Ray's OptunaSearch (TPE) behind a ConcurrencyLimiter; `--trials N` is the budget.
-                      A model-based searcher picks every trial itself, so it takes no grid axes and no
-                      --seeds: those are a ConfigError (run one sweep per cell instead)
+    --search optuna   Ray's OptunaSearch (TPE): one study per grid cell (sweeps/engine/cellsearch.py), each
+                      with `--trials N`, all behind one ConcurrencyLimiter
     --scheduler fifo | asha | hyperband | median | pbt   (sweeps/engine/schedulers.py: one table)
+    --search-scope    cell: a scheduler ranks a trial only against its own grid cell (sweeps/engine/cells.py);
+                      sweep: against every trial of the sweep
+    --confirm K       then each cell's best configuration again on K fresh seeds (sweeps/engine/confirm.py)
 
 Schedulers and searchers see one number per epoch, `objective` (trainables/ray_trainable.py): the
 metric (`--metric`, default val_acc where every trial has a validation split, else test_acc), or the
@@ -14,11 +16,18 @@ worst finite value when the trial diverged; Parquet still records such a trial a
 """
 from __future__ import annotations
 
+import itertools
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
 from sweeps.engine.schedulers import MUTABLE, SCHEDULERS, flag_help
 from sweeps.results.naming import differing
 from trainables.errors import ConfigError
 
 SEARCHERS = ("grid", "random", "optuna")
+SCOPES = ("cell", "sweep")
+DEFAULT_OPTUNA_TRIALS = 16
 METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss")
 
 
@@ -29,8 +38,20 @@ def add_args(p) -> None:
     g.add_argument("--constant-draws", action="store_true",
                    help="the same draws in every grid cell, so cells compare pair by pair")
     g.add_argument("--search", choices=("random", "optuna"), default=None,
-                   help="random (default with sampled keys) | optuna (TPE; needs sampled keys, no grid axes)")
-    g.add_argument("--trials", type=int, default=None, help="--search optuna: how many trials (default 16)")
+                   help="random (default with sampled keys) | optuna (TPE, one study per grid cell; needs "
+                        "sampled keys)")
+    g.add_argument("--trials", type=int, default=None,
+                   help=f"--search optuna: trials per grid cell (default {DEFAULT_OPTUNA_TRIALS})")
+    g.add_argument("--search-scope", default=None, metavar="cell|sweep",
+                   help="cell: a scheduler ranks each trial only against the trials of its own grid cell (one "
+                        "ASHA/HyperBand/median/PBT per cell, in one run); sweep: against every trial "
+                        "(default: the study's, else sweep; --search optuna is always per cell)")
+    g.add_argument("--search-axis", action="append", default=[], metavar="KEY",
+                   help="a grid axis searched inside each cell like a sampled key, e.g. an lr grid under "
+                        "--search-scope cell (repeatable)")
+    g.add_argument("--confirm", type=int, default=None, metavar="K",
+                   help="after the search, train each cell's best configuration (picked on the validation "
+                        "split) again with K seeds no search trial used, for the full epochs")
     g.add_argument("--max-concurrent", type=int, default=4, help="--search optuna: trials in flight at once")
     g.add_argument("--time-budget", type=float, default=None, help="stop starting trials after this many seconds")
     g.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="fifo", help="; ".join(
@@ -57,31 +78,38 @@ def settings(args, trials, sampled: dict) -> dict:
     if args.samples > 1 and not sampled:
         raise ConfigError(f"--samples {args.samples}: nothing is sampled; give a distribution, "
                           "e.g. --grid lr=loguniform:1e-5:1")
+    scope, axes = scope_settings(args, configs, sampled, searcher)
+    inside = {"seed", *sampled, *axes}
+    sizes = cell_sizes(configs, inside)
     if searcher == "optuna":
         if not sampled:
             raise ConfigError("--search optuna: nothing to search; give a distribution, e.g. --grid lr=loguniform:1e-5:1")
-        if len(trials) > 1:
-            varies = ", ".join([*differing(configs), *(f"{k} (label)" for k in differing([t.labels for t in trials]))])
-            raise ConfigError(f"--search optuna picks every trial itself and cannot take grid axes ({varies}); "
-                              "fix them with --set, or run one sweep per cell")
+        if "seed" in differing(configs):
+            raise ConfigError("--search optuna runs --trials N per grid cell and would make every seed a cell of its "
+                              "own; leave out --seeds (--confirm K re-runs each cell's winner on K seeds)")
         if args.samples > 1 or args.constant_draws:
             raise ConfigError("--samples/--constant-draws are for random search; --search optuna takes --trials N")
     elif args.trials is not None:
         raise ConfigError("--trials N is the budget of --search optuna; random search draws --samples per grid cell")
+    elif scope == "cell" and max(sizes.values()) < 2:
+        raise ConfigError(f"--search-scope cell: each of the {len(sizes)} cells holds one trial, so nothing varies "
+                          "inside a cell to rank; sample a key (e.g. --grid lr=loguniform:1e-5:1e-1 --samples 8), "
+                          "name a searched grid axis (--search-axis lr) or add --seeds")
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials {args.trials}: must be >= 1")
     if args.max_concurrent < 1:
         raise ConfigError(f"--max-concurrent {args.max_concurrent}: must be >= 1")
     if args.time_budget is not None and args.time_budget <= 0:
         raise ConfigError(f"--time-budget {args.time_budget}: must be > 0 seconds")
-    adaptive = args.scheduler != "fifo" or searcher == "optuna"
+    adaptive = args.scheduler != "fifo" or searcher == "optuna" or args.confirm is not None
     if adaptive and any(c["task"] != "train" for c in configs):
-        raise ConfigError(f"--scheduler {args.scheduler} / --search {searcher}: a probe trial reports one "
-                          "measurement, nothing to stop or search over; use the default fifo")
-    metric = args.metric or ("val_acc" if all(c["val_size"] or c["folds"] for c in configs) else "test_acc")
+        raise ConfigError(f"--scheduler {args.scheduler} / --search {searcher} / --confirm: a probe trial reports "
+                          "one measurement, nothing to stop, search over or confirm; use the default fifo")
+    has_val = all(c["val_size"] or c["folds"] for c in configs)
+    metric = args.metric or ("val_acc" if has_val else "test_acc")
     if metric not in METRICS:
         raise ConfigError(f'--metric {metric}: not a per-epoch metric (choose from {", ".join(METRICS)})')
-    if metric.startswith("val_") and not all(c["val_size"] or c["folds"] for c in configs):
+    if metric.startswith("val_") and not has_val:
         raise ConfigError(f"--metric {metric}: some trials have no validation split (set val_size or folds)")
     mode = args.mode or ("min" if metric.endswith("_loss") else "max")
     if args.grace_period < 1:
@@ -91,19 +119,83 @@ def settings(args, trials, sampled: dict) -> dict:
     max_t = args.max_t or max(c["epochs"] for c in configs)
     if max_t < args.grace_period:
         raise ConfigError(f"--max-t {max_t}: must be >= --grace-period {args.grace_period}")
+    per_cell = (args.trials or DEFAULT_OPTUNA_TRIALS) if searcher == "optuna" else None
     out = dict(searcher=searcher, scheduler=args.scheduler, metric=metric, mode=mode, search_seed=args.search_seed,
                samples=args.samples, constant_draws=args.constant_draws,
                sampled={k: node.spec() for k, node in sampled.items()},
-               trials=(args.trials or 16) if searcher == "optuna" else len(trials),
+               trials=per_cell * len(trials) if per_cell else len(trials), trials_per_cell=per_cell,
                max_concurrent=args.max_concurrent if searcher == "optuna" else None,
                time_budget=args.time_budget, grace_period=args.grace_period,
-               reduction_factor=args.reduction_factor, max_t=max_t)
+               reduction_factor=args.reduction_factor, max_t=max_t, search_scope=scope, search_axes=axes,
+               cells=len(sizes))
     if args.scheduler == "pbt":
-        out.update(pbt_settings(args, trials, searcher))
+        out.update(pbt_settings(args, trials, searcher, scope, sizes))
+    out.update(confirm_settings(args, configs, metric, has_val, bool(sampled or axes)))
     return out
 
 
-def pbt_settings(args, trials, searcher: str) -> dict:
+def scope_settings(args, configs, sampled: dict, searcher: str) -> tuple[str, list[str]]:
+    """--search-scope and --search-axis, checked: (scope, the grid axes searched inside a cell)."""
+    scope = args.search_scope or ("cell" if searcher == "optuna" else "sweep")
+    if scope not in SCOPES:
+        raise ConfigError(f"--search-scope {scope}: choose cell (rank each trial within its grid cell) or sweep")
+    if searcher == "optuna" and scope == "sweep" and len(cell_sizes(configs, {"seed", *sampled})) > 1:
+        varies = ", ".join(k for k in differing(configs) if k not in sampled)
+        raise ConfigError(f"--search optuna runs one TPE study per grid cell; --search-scope sweep would need it to "
+                          f"pick the grid axes ({varies}) too; leave --search-scope out")
+    axes = list(dict.fromkeys(args.search_axis))
+    if axes and scope != "cell":
+        raise ConfigError("--search-axis: names a grid axis searched inside each cell, so it needs "
+                          "--search-scope cell")
+    varying = differing(configs)
+    for key in axes:
+        if key in sampled:
+            raise ConfigError(f"--search-axis {key}: {key} is sampled, and a sampled key is searched inside each "
+                              "cell already")
+        if key not in varying:
+            raise ConfigError(f"--search-axis {key}: not a grid axis of this sweep (it has one value); give it "
+                              f"values, e.g. --grid {key}=V1,V2")
+    return scope, axes
+
+
+def cell_sizes(configs, inside) -> Counter:
+    """Trials per grid cell, a cell being a config without the keys that vary inside one (`inside`)."""
+    return Counter(cell_key(config, inside) for config in configs)
+
+
+def cell_key(config: Mapping, inside: Iterable[str]) -> tuple:
+    """The grid point a trial belongs to: its config without the keys that vary inside a cell.
+    Values go through a canonical JSON dump, so nested dicts/lists hash, key order does not matter, and
+    True, 1 and 1.0 stay three different cells (Python would hash them alike)."""
+    inside = set(inside)
+    return tuple((key, json.dumps(config[key], sort_keys=True, default=repr))
+                 for key in sorted(config) if key not in inside)
+
+
+def confirm_settings(args, configs, metric: str, has_val: bool, searched: bool) -> dict:
+    """--confirm K, checked, with the K seeds it will use: the smallest that no search trial used."""
+    k = args.confirm
+    if k is None:
+        return dict(confirm=None, confirm_seeds=[])
+    if k < 1:
+        raise ConfigError(f"--confirm {k}: must be >= 1 seed")
+    if not has_val:
+        raise ConfigError("--confirm picks each cell's winner on the validation split, and these trials have none: "
+                          "set val_size (e.g. --set val_size=5000) or folds")
+    if not metric.startswith("val_"):
+        raise ConfigError(f"--confirm picks each cell's winner on the validation split, never on test: use "
+                          f"--metric val_acc or val_loss, not {metric}")
+    if args.scheduler == "pbt":
+        raise ConfigError("--confirm re-runs one configuration per cell, and a PBT trial's is a schedule of "
+                          "values that changed as it trained; use asha, hyperband, median or fifo")
+    if not searched:
+        raise ConfigError("--confirm: nothing is searched inside a cell to confirm; sample a key (e.g. "
+                          "--grid lr=loguniform:1e-5:1e-1) or name a searched grid axis (--search-axis lr)")
+    used = {c["seed"] for c in configs}
+    return dict(confirm=k, confirm_seeds=list(itertools.islice((s for s in itertools.count() if s not in used), k)))
+
+
+def pbt_settings(args, trials, searcher: str, scope: str, sizes: Counter) -> dict:
     mutate = [k.strip() for k in args.pbt_mutate.split(",") if k.strip()]
     bad = [k for k in mutate if k not in MUTABLE]
     if not mutate or bad:
@@ -115,27 +207,48 @@ def pbt_settings(args, trials, searcher: str) -> dict:
         raise ConfigError(f"--pbt-interval {args.pbt_interval}: must be >= 1 epoch")
     if "momentum" in mutate and any(t.config["optimizer"] != "sgd" for t in trials):
         raise ConfigError("--pbt-mutate momentum: only optimizer=sgd reads momentum")
+    if scope == "cell":  # one population per cell: its members differ only in what varies inside a cell
+        if min(sizes.values()) < 2:
+            raise ConfigError("--scheduler pbt --search-scope cell: some cell holds one trial, no population; "
+                              "--samples N (N >= 2) or --seeds K")
+        return dict(pbt_mutate=mutate, pbt_interval=args.pbt_interval)
     # An exploit copies another member's weights, so the population must share architecture and data.
     free = set(mutate) | {"seed", "checkpoint_every"}
     varying = sorted(k for k in differing([t.config for t in trials]) if k not in free)
     if varying:
         raise ConfigError(f"--scheduler pbt: an exploit copies another trial's weights, so the population must "
                           f"share everything but {', '.join(mutate)} and seed; these vary: {', '.join(varying)} "
-                          "(run one sweep per cell)")
+                          "(add --search-scope cell: one population per cell)")
     if len(trials) < 2:
         raise ConfigError("--scheduler pbt needs a population: --samples N (N >= 2) or --seeds K")
     return dict(pbt_mutate=mutate, pbt_interval=args.pbt_interval)
 
 
-def make_searcher(search: dict, sweep_name: str):
-    """Ray's OptunaSearch (TPE, seeded) behind a ConcurrencyLimiter, or None for grid/random."""
+def make_scheduler(plan):
+    """The Ray scheduler of the plan's search settings: one per grid cell under --search-scope cell
+    (sweeps/engine/cells.py), else one for the sweep."""
+    settings = plan.search
+    scheduler = SCHEDULERS[settings["scheduler"]]
+    if settings.get("search_scope") != "cell" or settings["scheduler"] == "fifo":
+        return scheduler.build(settings, plan.sampled)
+    from sweeps.engine.cells import PerCellScheduler  # Ray
+    cells = [plan.cell_of(spec) for spec in plan]  # by plan index: PBT rewrites the picked keys of trial.config
+    return PerCellScheduler(lambda: scheduler.build(settings, plan.sampled), lambda trial: cells[trial.config["trial"]])
+
+
+def make_searcher(plan, sweep_name: str):
+    """One seeded Optuna TPE study per grid cell (the plan's trials are the cells' templates) behind one
+    ConcurrencyLimiter, or None for grid/random, whose trials the plan lists."""
+    search = plan.search
     if search["searcher"] != "optuna":
         return None
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+
+    from sweeps.engine.cellsearch import PerCellSearcher  # Ray
     # In-memory Optuna storage: a persistent one with the default study name would merge sweeps.
-    return ConcurrencyLimiter(OptunaSearch(seed=search["search_seed"], study_name=sweep_name),
-                              max_concurrent=search["max_concurrent"])
+    searcher = PerCellSearcher({k: node.domain() for k, node in plan.sampled.items()}, list(range(len(plan))),
+                               search["trials_per_cell"], search["search_seed"], study_name=sweep_name)
+    return ConcurrencyLimiter(searcher, max_concurrent=search["max_concurrent"])
 
 
 def check_resume(search: dict, recorded: dict | None) -> None:
@@ -143,7 +256,7 @@ def check_resume(search: dict, recorded: dict | None) -> None:
     sweeps/engine/schedulers.py; README, "Search and early stopping")."""
     if recorded is None:
         recorded = dict(searcher="grid", scheduler="fifo", search_seed=0)
-    for key in ("searcher", "scheduler", "search_seed", "metric", "mode"):
+    for key in ("searcher", "scheduler", "search_seed", "metric", "mode", "search_scope", "search_axes", "confirm"):
         if key in recorded and recorded[key] != search[key]:
             raise ConfigError(f"--resume: this sweep ran with {key}={recorded[key]!r}, not {search[key]!r}; "
                               "resume it with the same flags, or start a new --name")

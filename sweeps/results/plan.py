@@ -131,6 +131,22 @@ class Plan:
         picked = {k: trial_config[k] for k in self.picked_keys if k in trial_config}
         return self.trials[trial_config["trial"]].picking(picked)
 
+    @property
+    def inside_cell(self) -> frozenset[str]:
+        """The keys that vary inside a grid cell: the sampled ones, the seed, the grid axes searched like a
+        sampled key (--search-axis) and the ones PBT perturbs, with the `sample` label. The rest of a trial's
+        config is its cell: what a tuned comparison compares (--search-scope cell, --confirm)."""
+        search = self.search
+        return frozenset({"seed", "sample", *self.sampled, *search.get("search_axes", ()),
+                          *search.get("pbt_mutate", ())})
+
+    def cell_of(self, spec: TrialSpec) -> str:
+        """The cell a trial belongs to, named by the keys that name trials here less the ones inside a cell
+        ("init=he_normal depth=10"; "all" where nothing but those varies). The trials table's `cell`."""
+        inside = self.inside_cell
+        keys = [k for k in spec.title_keys if k not in inside]
+        return naming.title({**spec.config, **spec.labels}, keys, naming.listed) or "all"
+
     def record(self) -> list[dict]:
         """sweep.json's plan: each trial's overrides and labels, in order."""
         return [spec.record() for spec in self.trials]

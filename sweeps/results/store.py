@@ -69,6 +69,9 @@ CLASS_COLUMNS = ("trial_id", "epoch", "split", "class_index", "class_name", "sup
 CONFUSION_COLUMNS = ("trial_id", "epoch", "split", "true", "pred", "count")
 # PBT (sweeps/engine/search.py): one row per exploit, plus the new values of the perturbed keys
 LINEAGE_COLUMNS = ("trial_id", "epoch", "source_trial_id", "source_epoch")
+# Every row a sweep writes says its phase: "search", or "confirm" for the re-runs of each cell's winner on fresh
+# seeds (--confirm, sweeps/engine/confirm.py). A table without the column is from an older sweep: all search.
+PHASE, PHASES = "phase", ("search", "confirm")
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "avg_weight")  # trials'
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
@@ -354,6 +357,20 @@ class Store:
             self._delete([self.path(f"{table}.parquet/{t}.parquet") for t in ids], [])
             folded |= set(ids)
         return sorted(folded)
+
+    def drop_trials(self, trial_ids) -> None:
+        """Delete every row of these unfolded trials (a run Ray kept no state of, about to be started again
+        under new trial ids: its rows would otherwise stay beside the new ones)."""
+        files, folders = [], []
+        for table in TABLES:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.path(f"{table}.parquet"), allow_not_found=True))
+            names = {i.base_name: i.type for i in infos}
+            for trial_id in trial_ids:
+                if names.get(f"{trial_id}.parquet") == pafs.FileType.File:
+                    files.append(self.path(f"{table}.parquet/{trial_id}.parquet"))
+                if names.get(trial_id) == pafs.FileType.Directory:
+                    folders.append(self.path(f"{table}.parquet/{trial_id}"))
+        self._delete(files, folders)
 
     def _delete(self, files: list[str], folders: list[str]) -> None:
         with ThreadPoolExecutor(8) as pool:  # S3: one request each; overlap them

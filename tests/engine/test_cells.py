@@ -19,14 +19,15 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, PopulationBasedTraining
 
-from sweeps.engine.cells import PerCellScheduler, cell_key, check_cells
+from sweeps.engine.cells import PerCellScheduler
+from sweeps.engine.search import cell_key, cell_sizes
 from trainables.errors import ConfigError
 
 MAX_T = 8
 LRS = [0.01, 0.02, 0.03, 0.04]  # ascending: under one-at-a-time ASHA each shallow trial beats those before it
 POINTS = [dict(depth=depth, init="kaiming", lr=lr, seed=0) for depth in (2, 8) for lr in LRS]
 LAG = {2: 0.0, 8: 1.0}
-SAMPLED = ("lr",)
+SAMPLED = ("lr", "seed")
 SHALLOW, DEEP = (cell_key(POINTS[i], SAMPLED) for i in (0, len(LRS)))
 
 
@@ -298,19 +299,17 @@ def test_per_cell_pbt_exploits_only_within_the_cell(ray_local, tmp_path):
         assert instance.seen == {cell}
 
 
-def test_cell_key_drops_sampled_and_seed_keys_and_ignores_order():
+def test_cell_key_drops_the_keys_inside_a_cell_and_ignores_order():
     a = dict(depth=8, init={"name": "kaiming", "gain": [1, 2]}, lr=0.1, seed=3)
     b = dict(seed=4, lr=0.5, init={"gain": [1, 2], "name": "kaiming"}, depth=8)
-    assert cell_key(a, ["lr"]) == cell_key(b, ["lr"]) and hash(cell_key(a, ["lr"]))
-    assert cell_key(a, ["lr"]) != cell_key(a, [])  # lr then splits cells
+    assert cell_key(a, ["lr", "seed"]) == cell_key(b, ["lr", "seed"]) and hash(cell_key(a, ["lr", "seed"]))
+    assert cell_key(a, ["seed"]) != cell_key(b, ["seed"])  # lr then splits cells
     assert cell_key(dict(bn=True), []) != cell_key(dict(bn=1), [])  # equal in Python, different settings
 
 
-def test_check_cells_refuses_cells_of_one_trial_in_one_line():
+def test_cell_sizes_count_the_trials_of_each_cell():
     grid = [dict(depth=d, init=i, seed=0) for d in (2, 8) for i in ("kaiming", "xavier")]
-    with pytest.raises(ConfigError) as refused:
-        check_cells(grid, sampled_keys=[])
-    assert "\n" not in str(refused.value) and "each of the 4 cells holds one trial" in str(refused.value)
+    assert sorted(cell_sizes(grid, ["seed"]).values()) == [1, 1, 1, 1]
     seeded = [{**config, "seed": s} for config in grid for s in (0, 1)]
-    assert sorted(check_cells(seeded, sampled_keys=[]).values()) == [2, 2, 2, 2]
-    assert sorted(check_cells(POINTS, SAMPLED).values()) == [len(LRS), len(LRS)]
+    assert sorted(cell_sizes(seeded, ["seed"]).values()) == [2, 2, 2, 2]
+    assert sorted(cell_sizes(POINTS, SAMPLED).values()) == [len(LRS), len(LRS)]

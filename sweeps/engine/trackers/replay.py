@@ -3,13 +3,13 @@ would have (python -m analysis.export). Ray-free."""
 from __future__ import annotations
 
 from sweeps.engine.trackers.base import SweepInfo, Writer, epoch_scalars, final_metrics, run_info
-from sweeps.results.store import EPOCH_COLUMNS
+from sweeps.results.store import EPOCH_COLUMNS, PHASE
 from trainables.defaults import DEFAULTS
 
 
 def replay(writer: Writer, sweep: SweepInfo, trials, epochs, layers) -> int:
     """Write every trial of the tables through `writer`, as the live callback would have; returns the count."""
-    extra = [c for c in epochs.columns if c not in EPOCH_COLUMNS]  # hyperparameters in force (PBT, Optuna)
+    extra = [c for c in epochs.columns if c not in (*EPOCH_COLUMNS, PHASE)]  # hyperparameters in force (PBT, Optuna)
     by_epoch = {key: group.to_dict("records") for key, group in layers.groupby(["trial_id", "epoch"])} \
         if len(layers) else {}
     label_keys = [k for k in sweep.labels if k in trials.columns]
