@@ -181,3 +181,20 @@ def test_optuna_sweep_resumed_after_a_kill_keeps_its_draws(tmp_path):
     assert set(final["trials"]["searcher"]) == {"optuna"}
     kept = final["trials"].set_index("trial_id").loc[before["trial_id"], "lr"]
     assert (kept.values == before.set_index("trial_id")["lr"].values).all()  # the searcher's draws survive
+
+
+@pytest.mark.slow
+def test_optuna_searches_each_grid_cell_on_its_own_equal_budget_reproducibly(tmp_path):
+    flags = ["--search", "optuna", "--trials", "3", "--grid", "bn=true,false", "--max-concurrent", "2", "--epochs", "1"]
+    draws = []
+    for name in ("first", "again"):
+        code, tables = run(tmp_path, name, *flags)
+        assert code == 0
+        trials = tables["trials"]
+        assert sorted(trials.groupby("cell").size().items()) == [("bn=False", 3), ("bn=True", 3)]
+        assert set(trials["search_scope"] if "search_scope" in trials else ["cell"]) == {"cell"}
+        draws.append({cell: sorted(rows["lr"]) for cell, rows in trials.groupby("cell")})
+    assert draws[0] == draws[1]  # the same --search-seed, the same draws in every cell
+    assert draws[0]["bn=True"] != draws[0]["bn=False"]  # each cell has its own study and seed
+    record = json.loads((tmp_path / "res" / "first" / "sweep.json").read_text())["search"]
+    assert (record["search_scope"], record["trials_per_cell"], record["trials"]) == ("cell", 3, 6)
