@@ -13,6 +13,11 @@ Where things live:
 - analysis/tables.py: the statistics tables every study shares;
 - analysis/search.py: the "Search" section added after any study's own,
   when the sweep sampled keys or stopped trials early (sweep.json "search");
+- analysis/tuned.py: the "Tuned comparison" section of a sweep that tuned each
+  cell and confirmed the winners on fresh seeds (sweep.json "confirmation").
+  Such a sweep's study tables are built from the confirm rows only and its
+  Search section from the search rows only: a cell's mean is never pulled by
+  the search's early-stopped or badly tuned trials;
 - analysis/depth_grid.py, vgg.py, init_variance.py, dropout_lsuv.py,
   imbalance.py, lr_window/ (a package: compute, figures, text): one per study.
 
@@ -27,9 +32,10 @@ import sys
 from pathlib import Path
 
 from analysis.compare import compare
-from analysis.document import Report, ReportError, data_caveats, reference, sweep_header
-from analysis.results import load
+from analysis.document import Report, ReportError, data_caveats, reference, sweep_header, sweep_record
+from analysis.results import CONFIRM, SEARCH, by_phase, load
 from analysis.search import build_search_section, search_settings, wanted
+from analysis.tuned import build_tuned_section, confirmation
 
 __all__ = ["STUDIES", "Report", "ReportError", "build_report", "main"]  # Report, ReportError: re-exported
 
@@ -45,7 +51,10 @@ STUDIES = {
     "dropout_lsuv": "dropout_lsuv",
     "imbalance": "imbalance",
     "lr_window": "lr_window",      # issue 14: which learning rates train, per depth, init, BN, optimizer
+    "depth_grid_tuned": "depth_grid",  # issue 23: study 000 with each cell tuned; its confirm rows, same arms
 }
+# study -> its entry in reference.json, where the two differ: a tuned study checks the source's figures
+REFERENCE = {"depth_grid_tuned": "depth_grid"}
 
 
 REMOTE_DEFAULT = Path("reports")  # a remote sweep's report goes to ./reports/<name>/ unless --out says where
@@ -70,17 +79,27 @@ def build_report(path: str, out: str | None = None) -> Report:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"--out {outdir}: cannot create it ({exc.strerror or exc})") from None
-    report = Report(outdir, tables, title=f"Sweep {trials['sweep'].iloc[0]} ({studies[0]})", source=str(path))
-    report.header = sweep_header(path, trials)
-    protocol = reference(studies[0]).get("protocol", {})
-    report.caveats = data_caveats(trials, {k: v for k, v in protocol.items() if k != "data_source"})
+    record = sweep_record(path)
+    # A confirmed sweep answers on its confirm rows; the search rows are the Search section's. Any other
+    # sweep (no phase column: every row is "search") reports on all its rows, as before.
+    confirmed = confirmation(record) is not None
+    study_tables = by_phase(tables, CONFIRM) if confirmed else tables
+    report = Report(outdir, study_tables, title=f"Sweep {trials['sweep'].iloc[0]} ({studies[0]})", source=str(path))
+    report.header = sweep_header(path, trials, record)
+    protocol = reference(REFERENCE.get(studies[0], studies[0])).get("protocol", {})
+    report.caveats = data_caveats(study_tables["trials"] if len(study_tables["trials"]) else trials,
+                                  {k: v for k, v in protocol.items() if k != "data_source"})
     report.section(f"Study {studies[0]}")
-    if studies[0] in STUDIES:
-        importlib.import_module(f"analysis.{STUDIES[studies[0]]}").build(report, tables)
+    if confirmed and not len(study_tables["trials"]):
+        report.findings("The search has picked each cell's winner; no confirm run has written a row yet, so the "
+                        "study's tables wait for them (the Tuned comparison section shows the selection).")
+    elif studies[0] in STUDIES:
+        importlib.import_module(f"analysis.{STUDIES[studies[0]]}").build(report, study_tables)
     else:
         report.findings(f"Study `{studies[0]}` has no report module of its own (analysis/report.py: STUDIES); "
                         "what follows is the generic search section every sampled or early-stopped sweep gets.")
-    build_search_section(report, tables, search)  # no-op for a plain grid
+    build_tuned_section(report, tables, record)  # no-op without a confirmation record
+    build_search_section(report, by_phase(tables, SEARCH), search)  # no-op for a plain grid
     report.write()
     return report
 

@@ -11,6 +11,10 @@ while the sweep runs, after its driver died, and from another machine against an
     best so far (val_acc, max): depth=5 init=he_normal lr=0.001  val_acc 0.610
     ETA: ~2m 10s (estimate: 13 epochs left x 10.0 s median epoch / 1 running)
 
+A sweep run with --confirm K (issue 23) has one more line after `trials:`, the same counts split by phase:
+
+    phases: search: 16 completed, 8 early_stopped; confirm: 3 of 6 started (1 completed, 2 running)
+
 Plain ASCII, no colour, every line under 120 characters: it reads the same in a terminal and in a log.
 summary_lines() reads; sweeps.results.progress builds the lines, the same ones the live console view of a running
 sweep prints (sweeps.engine.console).
@@ -21,9 +25,9 @@ import sys
 
 import pandas as pd
 
-from analysis.results import open_store
+from analysis.results import CONFIRM, SEARCH, open_store, phase_of
 from sweeps.results.naming import title_keys
-from sweeps.results.progress import header_lines
+from sweeps.results.progress import STATUSES, fit, header_lines
 from sweeps.results.progress import summary_lines as progress_lines
 
 
@@ -57,10 +61,36 @@ def summary_lines(path: str) -> list[str]:
     # titled as the live console view titled them: by the plan's labels and the sampled keys too
     labels = list(dict.fromkeys(k for p in plan for k in p.get("labels") or {})) if isinstance(record.get("plan"), list) else None
     keys = title_keys(trials, labels, always=search.get("sampled") or {})
-    return (header_lines(store.name, study, planned, search, record.get("data"), store.uri)
-            + progress_lines(trials, last, planned=planned, keys=keys, search=search,
-                             epoch_seconds=epochs["seconds"] if "seconds" in epochs.columns else (),
-                             plan_epochs=plan_epochs))
+    lines = progress_lines(trials, last, planned=planned, keys=keys, search=search,
+                           epoch_seconds=epochs["seconds"] if "seconds" in epochs.columns else (),
+                           plan_epochs=plan_epochs)
+    confirm = record.get("confirmation") if isinstance(record.get("confirmation"), dict) else {}
+    k = confirm.get("k") or search.get("confirm")
+    if k or ("phase" in trials.columns and (phase_of(trials) == CONFIRM).any()):
+        cells = confirm.get("cells")
+        line = fit("phases: " + phase_split(trials, int(k) * len(cells) if k and isinstance(cells, list) else None))
+        lines.insert(1, line)  # right after the `trials:` counts it splits
+    return header_lines(store.name, study, planned, search, record.get("data"), store.uri) + lines
+
+
+def phase_split(trials: pd.DataFrame, confirm_planned: int | None) -> str:
+    """'search: 16 completed, 8 early_stopped; confirm: 3 of 6 started (1 completed, 2 running)'. A missing or
+    null phase is the search (sweeps made before --confirm); `confirm_planned`: K seeds x cells, None before
+    the search has picked its winners."""
+    phase = phase_of(trials) if len(trials) else pd.Series(dtype=object)
+
+    def counts(part: pd.DataFrame) -> str:
+        seen = part["status"].value_counts()
+        order = [s for s in STATUSES if s in seen] + sorted(s for s in seen.index if s not in STATUSES)
+        return ", ".join(f"{seen[s]} {s}" for s in order)
+
+    search = trials[phase == SEARCH] if len(trials) else trials
+    confirm = trials[phase == CONFIRM] if len(trials) else trials
+    text = f"search: {counts(search) or 'none yet'}; confirm: "
+    if not len(confirm):
+        return text + ("not started" + (f" ({confirm_planned} planned)" if confirm_planned else ""))
+    of = f" of {confirm_planned}" if confirm_planned else ""
+    return text + f"{len(confirm)}{of} started ({counts(confirm)})"
 
 
 def _sweep_json(store) -> dict | None:
