@@ -290,11 +290,15 @@ def caveats(t: pd.DataFrame, trials: pd.DataFrame, points: pd.DataFrame, keys: l
         rungs = ", ".join(str(int(e)) for e in sorted(early["ran"].dropna().unique()))
         scheduler = schedulers.called(s["search"].get("scheduler"))
         above = int(early["trains"].sum())
+        ranking = ("ranks each trial only against the other trials of its own cell (search scope cell), yet a "
+                   "slow-starting lr can still lose a rung to a faster one of the same cell"
+                   if s["search"].get("search_scope") == "cell" else
+                   "ranks every trial of the sweep together, across cells (search scope sweep), so a slow-starting "
+                   "cell's lrs can be stopped together")
         notes.append(f"{len(early)} of {len(t)} trials were stopped early by {scheduler} (after epoch(s) "
-                     f"{rungs}) and are judged at the value they had then: the scheduler ranks every trial of the "
-                     "sweep together, across cells, so a slow-starting lr can be stopped and counted out of a window "
-                     f"it would have reached ({above} of them were already above the threshold and count as "
-                     "training).")
+                     f"{rungs}) and are judged at the value they had then: the scheduler {ranking}, and be counted "
+                     f"out of a window it would have reached ({above} of them were already above the threshold and "
+                     "count as training).")
     lost = trials[~trials["status"].isin(JUDGED)]
     if len(lost):
         counts = ", ".join(f"{n} {st}" for st, n in sorted(lost["status"].value_counts().items()))
