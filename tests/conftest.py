@@ -51,6 +51,17 @@ BUCKET = "sweeps"  # created by s3_env
 
 
 @pytest.fixture(scope="module")
+def ray_local():
+    """A private Ray of 2 CPUs for the tests of one module that drive Tune directly (not through the runner)."""
+    import ray
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # as the runner: no Tune loggers, faster trials
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+        yield
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
 def s3_env():
     """moto_server in its own process (tests/fixtures.py) with the bucket BUCKET; yields the AWS
     variables. Set them in every process that reads or writes s3://."""

@@ -123,15 +123,6 @@ def pbt():
                   hyperparam_mutations={"lr": tune.uniform(0.0, 0.05)}, synch=True)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # as the runner: no Tune loggers, faster trials
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
-        yield
-        ray.shutdown()
-
-
 def fit(folder, scheduler, points=range(len(POINTS)), concurrent=1, extra=None) -> dict:
     """{trial_id: (cell, epochs run)}. Trials start in `points` order, `concurrent` of them at most: one at
     a time makes ASHA's asynchronous decisions deterministic."""

@@ -36,15 +36,6 @@ def synthetic(config: dict) -> None:
         tune.report({"objective": score(config["trial"], config["lr"], epoch)})
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # as the runner: no Tune loggers, faster trials
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
-        yield
-        ray.shutdown()
-
-
 def tuner(folder, name: str, searcher: PerCellSearcher, callbacks=()) -> tune.Tuner:
     return tune.Tuner(
         tune.with_resources(synthetic, {"cpu": 1}),
