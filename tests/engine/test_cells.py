@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import ray
 import ray.cloudpickle as cloudpickle
 from ray import tune
 from ray.tune.experiment import Trial

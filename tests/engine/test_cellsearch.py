@@ -14,7 +14,6 @@ from collections import Counter
 
 import optuna
 import pytest
-import ray
 import ray.cloudpickle as cloudpickle
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
