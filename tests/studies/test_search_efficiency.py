@@ -1,11 +1,13 @@
-"""benchmarks/search_efficiency.py (issue 14): the full lr grid under FIFO vs ASHA on the same cells.
+"""benchmarks/search_efficiency.py (issues 14 and 23): the full lr grid under FIFO vs joint and per-cell ASHA
+on the same cells.
 
-The run test drives the benchmark end to end (two sweeps through a real Ray) at its smallest scale on
-synthetic data: 2 cells x 4 lrs x 3 epochs, 245 training images. It checks the output's shape, never
-the values' quality: at this size the agreement is noise.
+The run test drives the benchmark end to end (three sweeps through a real Ray) at its smallest scale on
+synthetic data: 2 cells x 4 lrs x 3 epochs, 245 training images. It checks the output's shape and what
+each sweep recorded, never the values' quality: at this size the agreement is noise.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,28 +28,50 @@ def bench(*argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 def last_lines(stdout: str) -> dict[str, float]:
-    lines = stdout.strip().splitlines()[-2:]
+    """The last four lines: the joint scope's figures, then the per-cell scope's under the names that stay."""
+    lines = stdout.strip().splitlines()[-4:]
     parsed = dict(line.split(": ") for line in lines)
-    assert list(parsed) == ["asha_epoch_fraction", "asha_best_lr_agreement"], lines
+    assert list(parsed) == ["joint_asha_epoch_fraction", "joint_asha_best_lr_agreement",
+                            "asha_epoch_fraction", "asha_best_lr_agreement"], lines
     return {k: float(v) for k, v in parsed.items()}
 
 
 @pytest.mark.slow
-def test_tiny_run_reports_epochs_and_agreement_for_every_cell(tmp_path):
-    out = bench(*TINY, "--storage", str(tmp_path))
+def test_tiny_run_reports_epochs_and_agreement_for_every_cell_at_both_scopes(tmp_path):
+    out = bench(*TINY, "--storage", str(tmp_path), timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     values = last_lines(out.stdout)
-    assert 0 < values["asha_epoch_fraction"] < 1  # ASHA stopped something
-    assert 0 <= values["asha_best_lr_agreement"] <= 1
+    assert 0 < values["joint_asha_epoch_fraction"] < 1  # joint ASHA stopped something
+    assert 0 < values["asha_epoch_fraction"] <= 1
+    for key in ("joint_asha_best_lr_agreement", "asha_best_lr_agreement"):
+        assert 0 <= values[key] <= 1
     rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("| ")}
     assert {"he_normal/d2/nobn/sgd", "he_normal/d10/nobn/sgd", "total"} <= set(rows)
     assert len([r for r in rows if r not in ("cell", "total")]) == 2
-    fifo_total, asha_total = (int(v) for v in rows["total"].strip(" |").split("|")[-2:])
-    assert asha_total / fifo_total == pytest.approx(values["asha_epoch_fraction"], abs=1e-3)
-    assert "# rerun: python benchmarks/search_efficiency.py" in out.stdout and "# wall: fifo sweep" in out.stdout
-    assert "same-trajectory check" in out.stdout
-    # both sweeps are kept under --storage, with lr as a grid (not sampled) in each
-    assert (tmp_path / "lr_window_fifo" / "sweep.json").exists() and (tmp_path / "lr_window_asha" / "sweep.json").exists()
+    assert "per-cell asha pick" in rows["cell"] and "joint asha pick" in rows["cell"]
+    fifo_total, joint_total, cell_total = (int(v) for v in rows["total"].strip(" |").split("|")[-3:])
+    assert cell_total / fifo_total == pytest.approx(values["asha_epoch_fraction"], abs=1e-3)
+    assert joint_total / fifo_total == pytest.approx(values["joint_asha_epoch_fraction"], abs=1e-3)
+    agreed = [v.strip() for v in rows["total"].strip(" |").split("|") if "/" in v]
+    assert [int(a.split("/")[0]) / 2 for a in agreed] == [values["joint_asha_best_lr_agreement"],
+                                                          values["asha_best_lr_agreement"]]
+    assert "# rerun: python benchmarks/search_efficiency.py" in out.stdout and "--asha-scope" not in out.stdout
+    wall = next(line for line in out.stdout.splitlines() if line.startswith("# wall: "))
+    assert "fifo sweep" in wall and "joint asha sweep" in wall and "per-cell asha sweep" in wall
+    check = next(line for line in out.stdout.splitlines() if line.startswith("same-trajectory check: "))
+    assert "joint asha" in check and "per-cell asha" in check
+    # the three sweeps are kept under --storage, with lr a grid (never sampled) in each, and each ASHA sweep
+    # recorded the scope it ran with
+    search = {}
+    for name in ("lr_window_fifo", "lr_window_asha", "lr_window_asha_cell"):
+        assert (tmp_path / name / "sweep.json").exists(), name
+        search[name] = json.loads((tmp_path / name / "sweep.json").read_text())["search"]
+        assert search[name]["sampled"] == {}, name
+    assert search["lr_window_fifo"]["scheduler"] == "fifo"
+    assert search["lr_window_asha"]["scheduler"] == search["lr_window_asha_cell"]["scheduler"] == "asha"
+    assert search["lr_window_asha"]["search_scope"] == "sweep"
+    assert search["lr_window_asha_cell"]["search_scope"] == "cell"
+    assert search["lr_window_asha_cell"]["search_axes"] == ["lr"] and search["lr_window_asha_cell"]["cells"] == 2
 
 
 BAD = {
@@ -58,6 +82,7 @@ BAD = {
     "one lr": (["--lrs", "0.1"], "at least 2"),
     "grace beyond the epochs": (["--epochs", "2", "--grace-period", "3"], "--grace-period 3"),
     "unknown flag": (["--scheduler", "asha"], "unrecognized arguments"),
+    "the old scope option": (["--asha-scope", "cell"], "unrecognized arguments"),
 }
 
 
@@ -81,3 +106,5 @@ def test_dry_run_on_the_subset_plans_what_fits_it(subset_dir):
     assert "8 cells x 10 lrs (0.0001 .. 3.16) x 10 epochs = 80 trials per sweep" in out.stdout
     assert "490 training + 500 validation images" in out.stdout  # 990 of the subset's 5,085
     assert "rungs 1, 3, 9" in out.stdout and out.stdout.strip().endswith("nothing trained")
+    assert "3 sweeps: lr_window_fifo, lr_window_asha, lr_window_asha_cell" in out.stdout
+    assert "(--search-scope sweep)" in out.stdout and "(--search-scope cell --search-axis lr)" in out.stdout
