@@ -1,11 +1,12 @@
 """A compact text summary of one sweep, from its Parquet alone: `python -m analysis.status <storage>/<name>`.
 
-It reads only sweep.json, trials.parquet and epochs.parquet (through sweeps.results.store.Store), so it works
+It reads only sweep.json, the lease, trials.parquet and epochs.parquet (through sweeps.results.store.Store), so it works
 while the sweep runs, after its driver died, and from another machine against an s3:// URI:
 
     sweep mixed (study depth_grid): 10 trials planned
     data: cifar10 (subset): trials use 500 train / 1017 test of 5085 train / 1017 test images, 10 classes
     results: /tmp/status_demo/mixed
+    driver: running on host node7, pid 4242 since 2025-01-04 12:03:10, last heartbeat 1.2 s ago
     trials: 3 completed, 1 running, 2 pending, 1 early_stopped, 1 diverged, 1 error, 1 stopped
     running: depth=5 init=normal lr=0.01  epoch 2/5  val_acc 0.410
     best so far (val_acc, max): depth=5 init=he_normal lr=0.001  val_acc 0.610
@@ -22,6 +23,7 @@ import sys
 import pandas as pd
 
 from analysis.results import open_store
+from sweeps.results import lease
 from sweeps.results.naming import title_keys
 from sweeps.results.progress import header_lines
 from sweeps.results.progress import summary_lines as progress_lines
@@ -57,10 +59,25 @@ def summary_lines(path: str) -> list[str]:
     # titled as the live console view titled them: by the plan's labels and the sampled keys too
     labels = list(dict.fromkeys(k for p in plan for k in p.get("labels") or {})) if isinstance(record.get("plan"), list) else None
     keys = title_keys(trials, labels, always=search.get("sampled") or {})
-    return (header_lines(store.name, study, planned, search, record.get("data"), store.uri)
+    return (header_lines(store.name, study, planned, search, record.get("data"), store.uri) + _lease_lines(store)
             + progress_lines(trials, last, planned=planned, keys=keys, search=search,
                              epoch_seconds=epochs["seconds"] if "seconds" in epochs.columns else (),
                              plan_epochs=plan_epochs))
+
+
+def _lease_lines(store) -> list[str]:
+    """Who runs the sweep, from its lease (sweeps/results/lease.py): nothing where no driver holds one."""
+    try:
+        holder = lease.read(store)
+    except OSError:
+        return []
+    if holder is None:
+        return []
+    if holder.stale:
+        return [f"driver: none heartbeating; the lease of host {holder.host}, pid {holder.pid} is stale "
+                f"(last heartbeat {holder.age:.0f} s ago): --resume takes it over"]
+    return [f"driver: running on host {holder.host}, pid {holder.pid} since {holder.started.replace('T', ' ')}, "
+            f"last heartbeat {holder.age:.1f} s ago"]
 
 
 def _sweep_json(store) -> dict | None:
