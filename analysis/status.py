@@ -1,11 +1,12 @@
 """A compact text summary of one sweep, from its Parquet alone: `python -m analysis.status <storage>/<name>`.
 
-It reads only sweep.json, trials.parquet and epochs.parquet (through sweeps.results.store.Store), so it works
+It reads only sweep.json, the lease, trials.parquet and epochs.parquet (through sweeps.results.store.Store), so it works
 while the sweep runs, after its driver died, and from another machine against an s3:// URI:
 
     sweep mixed (study depth_grid): 10 trials planned
     data: cifar10 (subset): trials use 500 train / 1017 test of 5085 train / 1017 test images, 10 classes
     results: /tmp/status_demo/mixed
+    driver: running on host node7, pid 4242 since 2025-01-04 12:03:10, last heartbeat 1.2 s ago
     trials: 3 completed, 1 running, 2 pending, 1 early_stopped, 1 diverged, 1 error, 1 stopped
     running: depth=5 init=normal lr=0.01  epoch 2/5  val_acc 0.410
     best so far (val_acc, max): depth=5 init=he_normal lr=0.001  val_acc 0.610
@@ -26,6 +27,7 @@ import sys
 import pandas as pd
 
 from analysis.results import CONFIRM, SEARCH, open_store, phase_of
+from sweeps.results import lease
 from sweeps.results.naming import title_keys
 from sweeps.results.progress import STATUSES, fit, header_lines
 from sweeps.results.progress import summary_lines as progress_lines
@@ -70,7 +72,7 @@ def summary_lines(path: str) -> list[str]:
         cells = confirm.get("cells")
         line = fit("phases: " + phase_split(trials, int(k) * len(cells) if k and isinstance(cells, list) else None))
         lines.insert(1, line)  # right after the `trials:` counts it splits
-    return header_lines(store.name, study, planned, search, record.get("data"), store.uri) + lines
+    return header_lines(store.name, study, planned, search, record.get("data"), store.uri) + _lease_lines(store) + lines
 
 
 def phase_split(trials: pd.DataFrame, confirm_planned: int | None) -> str:
@@ -91,6 +93,21 @@ def phase_split(trials: pd.DataFrame, confirm_planned: int | None) -> str:
         return text + ("not started" + (f" ({confirm_planned} planned)" if confirm_planned else ""))
     of = f" of {confirm_planned}" if confirm_planned else ""
     return text + f"{len(confirm)}{of} started ({counts(confirm)})"
+
+
+def _lease_lines(store) -> list[str]:
+    """Who runs the sweep, from its lease (sweeps/results/lease.py): nothing where no driver holds one."""
+    try:
+        holder = lease.read(store)
+    except OSError:
+        return []
+    if holder is None:
+        return []
+    if holder.stale:
+        return [f"driver: none heartbeating; the lease of host {holder.host}, pid {holder.pid} is stale "
+                f"(last heartbeat {holder.age:.0f} s ago): --resume takes it over"]
+    return [f"driver: running on host {holder.host}, pid {holder.pid} since {holder.started.replace('T', ' ')}, "
+            f"last heartbeat {holder.age:.1f} s ago"]
 
 
 def _sweep_json(store) -> dict | None:

@@ -145,6 +145,7 @@ def test_engine_modules_import_only_earlier_ones():
 
 
 @pytest.mark.parametrize("module", ["analysis.status", "analysis.report", "analysis.export", "sweeps.results.store",
+                                    "sweeps.results.lease",
                                     "sweeps.results.progress", "sweeps.engine.runner"])
 def test_reading_results_and_parsing_flags_load_no_torch_or_ray(module):
     # a subprocess: this test process has long since imported both

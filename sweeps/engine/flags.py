@@ -90,6 +90,9 @@ def parse_args(argv, description: str, default_name: str, defaults: dict | None 
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep of this --name: finished trials are kept, unfinished "
                         "and errored ones continue from their last checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume, take over the lease of a sweep whose driver still heartbeats (it stops "
+                        "writing within seconds); without it a running sweep refuses a second driver")
     p.add_argument("--log", action="append", default=[], metavar="TRACKER",
                    help="also stream every epoch to tensorboard, mlflow or wandb (repeatable); "
                         "see README \"Watching a sweep\"")

@@ -16,6 +16,7 @@ import pandas as pd
 from ray import tune
 
 from sweeps.engine.tune_state import params_json, result_line, trial_folder, write_trial_files
+from sweeps.results import lease
 from sweeps.results.plan import Plan, TrialSpec
 from sweeps.results.store import (CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, FINAL, LAYER_COLUMNS,
                                   FINAL_METRICS, LINEAGE_COLUMNS, PHASE, Store, arrow_rows, plain)
@@ -74,6 +75,11 @@ class Recorder(tune.Callback):
     It keeps no state that matters: Ray pickles callbacks with the experiment, and a
     resumed sweep rebuilds the same files from what the trials report again.
 
+    It writes only while this driver holds the sweep's lease (sweeps/results/lease.py, found by the store's
+    URI: nothing of it is pickled). Before every write, and at every step of Tune's loop, it asks the
+    heartbeat thread's in-memory state; once another driver has taken over, it raises LeaseLost, which ends
+    Tune's run, and writes, folds and deletes nothing more.
+
     `plan`: the runner's Plan, or a list of specs (TrialSpecs or their dicts; the keys a searcher or PBT
     picks are then meta's search_keys).
     """
@@ -120,6 +126,7 @@ class Recorder(tune.Callback):
 
     # --- writes in the background, one in flight per trial ---
     def _submit(self, trial_id: str, job) -> None:
+        lease.check(self.store.uri)  # in memory: raises LeaseLost once another driver holds the sweep
         self._wait(trial_id)
         if self._pool is None:
             threads = WRITE_THREADS["local" if self.store.local else "remote"]
@@ -136,8 +143,16 @@ class Recorder(tune.Callback):
         for trial_id in list(self._pending):
             self._wait(trial_id)
 
+    def on_step_begin(self, iteration, trials, **info):
+        lease.check(self.store.uri)  # a lost lease stops Tune's loop at once, not at the next result
+
     def on_experiment_end(self, trials, **info):
         store = self.store
+        if lease.lost(store.uri):  # another driver took over: it writes Tune's files and folds, not this one
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+            return
         for trial in trials:  # still running when the sweep stopped: Tune's files for what they reported
             if trial.trial_id in self.tune_lines:
                 files = self._tune_files(trial)
@@ -267,6 +282,7 @@ class Recorder(tune.Callback):
             for table, data in tables.items():
                 copies.setdefault(table, {})[trial_id] = data
         store = self.store
+        lease.check(store.uri, strict=True)  # a fold deletes the trials' files: only while the lease is ours
         self._submit("fold", lambda: store.fold([t for t, _ in batch], copies))
 
 
@@ -316,6 +332,7 @@ def reconcile(store: Store, results, plan: Plan, meta: dict) -> None:
     That happens only when the driver died between Ray saving a finished trial and the
     callback writing its row; a resumed sweep does not replay callbacks of finished trials.
     """
+    lease.check(store.uri, strict=True)  # it compacts (deletes epoch files) and writes rows
     trials = store.read_table("trials")
     status = dict(zip(trials["trial_id"], trials["status"])) if len(trials) else {}
     for result in results:

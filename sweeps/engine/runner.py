@@ -27,6 +27,7 @@ from sweeps.engine.planner import plan, print_dry_run
 from sweeps.engine.preflight import (check_address, check_cluster_gpus, check_local_gpus, check_resources, check_resume,
                                      ray_address)
 from sweeps.engine.schedulers import SCHEDULERS
+from sweeps.results import lease
 from sweeps.results.plan import Plan
 from sweeps.results.store import Store
 from trainables.errors import ConfigError, DataError, DataMissing
@@ -306,6 +307,7 @@ def param_space(plan: Plan) -> dict:
 
 
 def summarize(store: Store, elapsed: float, args=None, run: RunSettings | None = None) -> int:
+    lease.check(store.uri, strict=True)  # close_sweep writes `stopped` rows and folds: only while the lease is ours
     trials = store.close_sweep()
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     phases = trials.groupby(trials["phase"].fillna("search"), sort=False) if "phase" in trials.columns else []
@@ -331,6 +333,9 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        # A first look at the sweep's lease: a live driver refuses this one now, not after planning's seconds
+        # (torch's import); one that looks dead is watched from here on by acquire() below.
+        seen = None if args.dry_run else lease.sight(args.storage, args.name, force=args.force)
         if not args.progress_every > 0:  # NaN too
             raise ConfigError(f"--progress-every {args.progress_every:g}: must be > 0 seconds")
         gpus_per_trial = check_resources(args)
@@ -346,18 +351,32 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
             return 0
         store = Store(args.storage, args.name)
         store.check_writable()
-        check_resume(store, planned, args)
+        try:
+            check_resume(store, planned, args)
+        except ConfigError:
+            if args.resume:  # e.g. no sweep.json yet: a driver is starting this sweep; name it instead
+                lease.refuse_if_held(store)
+            raise
         if args.resume:
             from sweeps.engine.trackers import check_resume as check_trackers_resume
             check_trackers_resume(store, list(run.log))
-        check_local_gpus(args, run)
-        check_address(run.address)
-        datasets, planned = load_data(planned, os.path.abspath(os.path.expanduser(args.data_dir)), smoke=args.smoke)
+        # One driver per sweep (sweeps/results/lease.py): after the checks, before anything is written.
+        held = lease.Lease.acquire(store, force=args.force, resume=args.resume, seen=seen)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return run_sweep(sweep, planned, datasets, store, args, run)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        try:
+            check_local_gpus(args, run)
+            check_address(run.address)
+            datasets, planned = load_data(planned, os.path.abspath(os.path.expanduser(args.data_dir)),
+                                          smoke=args.smoke)
+            return run_sweep(sweep, planned, datasets, store, args, run)
+        except (ConfigError, DataError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except lease.LeaseLost as exc:  # another driver took over: it continues the sweep
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        held.release()  # a normal end, Ctrl-C or an error: the next driver need not wait for it to go stale
