@@ -189,6 +189,8 @@ class Lease:
 
     def __init__(self, store: Store, new: bool):
         self.store, self.new = store, new  # new: acquired for a new sweep (release removes an empty folder)
+        # the local folders above the sweep's that its lease will create: an empty one goes again at release
+        self.made_parents = _missing_parents(store.root) if store.local else []
         self.id = uuid.uuid4().hex
         self.seq = 0
         self.beat = 0
@@ -352,7 +354,7 @@ class Lease:
             if mine is not None and mine.driver == self.id:
                 _delete(store, self.seq)
             if self.new and not _generations(store) and store.read_bytes("sweep.json") is None:
-                _remove_if_empty(store)
+                _remove_if_empty(store, self.made_parents)
         except OSError:
             pass  # a lease left behind goes stale, and --resume takes it over
 
@@ -435,13 +437,24 @@ def _delete(store: Store, seq: int) -> None:
         pass
 
 
-def _remove_if_empty(store: Store) -> None:
-    """A new sweep's folder that holds nothing (its driver stopped before it wrote anything but the lease)."""
+def _missing_parents(root: str) -> list[str]:
+    """The folders above `root` that do not exist yet, deepest first."""
+    missing, folder = [], os.path.dirname(root)
+    while folder and not os.path.exists(folder) and folder != os.path.dirname(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
+
+
+def _remove_if_empty(store: Store, made_parents=()) -> None:
+    """A new sweep's folder that holds nothing (its driver stopped before it wrote anything but the lease), and
+    the empty folders above it that its lease made (--storage ./results on a first, refused run)."""
     if store.local:
-        try:
-            os.rmdir(store.root)
-        except OSError:
-            pass  # not empty, or gone
+        for folder in (store.root, *made_parents):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break  # not empty, or gone
         return
     # an object store: deleting the lease left an empty "folder" marker, which Store.exists() would see
     if not store.fs.get_file_info(pafs.FileSelector(store.root, allow_not_found=True, recursive=True)):
