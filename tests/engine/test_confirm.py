@@ -169,3 +169,17 @@ def test_a_driver_killed_mid_confirmation_resumes_it_with_every_row_once(tmp_pat
     assert json.loads((sweep / "sweep.json").read_text())["confirmation"] == selected
     done_before = before.loc[(before["phase"] == "confirm") & (before["status"] == "completed"), "trial_id"]
     assert set(done_before) <= set(confirming["trial_id"])  # what finished before the kill is kept, not re-run
+
+
+def test_study_000_tuned_searches_each_cell_with_asha_and_confirms_on_three_seeds(capsys):
+    from sweeps.depth_grid_tuned import SWEEP
+    the_plan = plan(SWEEP, parse_args(["--smoke"], "", "depth_grid_tuned", SWEEP.flags))
+    search = the_plan.search
+    assert (search["scheduler"], search["search_scope"], search["confirm"]) == ("asha", "cell", 3)
+    assert search["metric"] == "val_acc" and search["sampled"] == {"lr": "loguniform:1e-05:0.1"}
+    cells = {the_plan.cell_of(spec) for spec in the_plan}
+    assert cells == {f"depth={d} init={i}" for d in (10, 12) for i in ("he_normal", "normal")}
+    sizes = [sum(the_plan.cell_of(spec) == cell for spec in the_plan) for cell in cells]
+    assert sizes == [8] * 4  # an equal budget: the same draws in every cell
+    assert main(SWEEP, "depth_grid_tuned.py", ["--dry-run"]) == 0  # the full grid plans too
+    assert "16 cells" in capsys.readouterr().out
