@@ -183,3 +183,28 @@ def test_study_000_tuned_searches_each_cell_with_asha_and_confirms_on_three_seed
     assert sizes == [8] * 4  # an equal budget: the same draws in every cell
     assert main(SWEEP, "depth_grid_tuned.py", ["--dry-run"]) == 0  # the full grid plans too
     assert "16 cells" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_search_resumes_the_search_then_confirms(tmp_path):
+    script = tmp_path / "tuned_sweep.py"
+    script.write_text(RESUMABLE)
+    argv = [sys.executable, str(script), "--storage", str(tmp_path / "res")]
+    sweep = tmp_path / "res" / "tuned_sweep"
+
+    def searching_mid_way(tables):
+        trials = tables["trials"]
+        if "status" not in trials.columns:
+            return None
+        done, running = (trials["status"] == "completed").any(), (trials["status"] == "running").any()
+        return trials if done and running and "confirmation" not in json.loads((sweep / "sweep.json").read_text()) \
+            else None
+    kill_driver_when(argv, sweep, tmp_path, searching_mid_way)
+    second = subprocess.run([*argv, "--resume"], env=env(), cwd=tmp_path, capture_output=True, text=True,
+                            timeout=400, start_new_session=True)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    final = load(sweep)
+    assert_one_row_each(final, 4 + 4)
+    trials = final["trials"]
+    assert (trials.groupby("phase").size() == 4).all() and set(trials["phase"]) == {"search", "confirm"}
+    assert json.loads((sweep / "sweep.json").read_text())["confirmation"]["seeds"] == [1, 2]
