@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
 import socket
 import subprocess
 import sys
@@ -25,9 +26,11 @@ from sweeps.engine.flags import DEFAULT_MAX_FAILURES, RunSettings, parse_args  #
 from sweeps.engine.grid import Sweep
 from sweeps.engine.planner import plan, print_dry_run
 from sweeps.engine.preflight import (check_address, check_cluster_gpus, check_local_gpus, check_resources, check_resume,
-                                     ray_address)
+                                     check_storage, ray_address)
 from sweeps.engine.schedulers import SCHEDULERS
+from sweeps.results.outbox import count, kept_in, spill_folder
 from sweeps.results.plan import Plan
+from sweeps.results.retry import StorageError
 from sweeps.results.store import Store
 from trainables.errors import ConfigError, DataError, DataMissing
 
@@ -345,7 +348,7 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
             print_dry_run(planned)
             return 0
         store = Store(args.storage, args.name)
-        store.check_writable()
+        check_storage(store, args)
         check_resume(store, planned, args)
         if args.resume:
             from sweeps.engine.trackers import check_resume as check_trackers_resume
@@ -353,7 +356,7 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
         check_local_gpus(args, run)
         check_address(run.address)
         datasets, planned = load_data(planned, os.path.abspath(os.path.expanduser(args.data_dir)), smoke=args.smoke)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -361,3 +364,23 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StorageError as exc:  # the storage stopped the sweep (sweeps/engine/recorder.py): one line, no traceback
+        print(f"error: {storage_stop_line(exc, store, run, sys.argv[1:] if argv is None else argv)}", file=sys.stderr)
+        return 1
+
+
+def storage_stop_line(exc: StorageError, store: Store, run: RunSettings, argv: list[str]) -> str:
+    """Why the storage stopped the sweep, where what it had not written is kept, and the command that continues
+    it (the same flags, with --resume)."""
+    folder = spill_folder(store)
+    results, others = kept_in(folder)
+    there = (count(results, "result") + (f" and {count(others, 'other write')}" if others else "")
+             + f" {'is' if results + others == 1 else 'are'} kept in {folder}")
+    if exc.lost:
+        kept = exc.lost + (f"; {there}" if results or others else "")
+    elif results or others:
+        kept = f"nothing reported is lost: {there}"
+    else:
+        kept = "nothing reported is lost: every result is on storage"
+    again = [os.path.relpath(run.file), *[a for a in argv if a != "--resume"], "--resume"]
+    return f"{exc}; {kept}; continue with  python {shlex.join(again)}"
