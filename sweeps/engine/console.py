@@ -47,6 +47,7 @@ from ray import tune
 from sweeps.engine.flags import DEFAULT_PROGRESS_EVERY
 from sweeps.engine.recorder import error_line, outcome, trial_row
 from sweeps.results import progress
+from sweeps.results.progress import emit  # noqa: F401 (the runner prints through it)
 
 INDENT = " " * len("start  ")  # a trial's title starts here, on start and end lines
 
@@ -55,12 +56,6 @@ def header_lines(name: str, study: str, settings: dict, data: dict, uri: str, re
     """The header the runner prints once, before Tune starts; `data`: name -> description (describe_data)."""
     return progress.header_lines(name, study, settings.get("trials"), settings, data, uri,
                                  note="resumed" if resumed else "")
-
-
-def emit(lines: list[str]) -> None:
-    lines = [part for line in lines for part in line.split("\n")]
-    if lines:
-        print("\n".join(progress.fit(line) for line in lines), file=sys.stderr, flush=True)
 
 
 class ConsoleView(tune.Callback):

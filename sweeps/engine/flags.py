@@ -9,10 +9,12 @@ import sys
 from dataclasses import dataclass
 
 from sweeps.engine import search
+from sweeps.results.retry import DEFAULT_TIMEOUT
 from trainables.errors import ConfigError
 
 DEFAULT_MAX_FAILURES = 1
 DEFAULT_PROGRESS_EVERY = 30.0  # seconds between the console view's summaries (sweeps/engine/console.py)
+DEFAULT_STORAGE_TIMEOUT = DEFAULT_TIMEOUT  # seconds of unreachable storage before a sweep stops (--storage-timeout)
 
 
 class Flags(argparse.Namespace):
@@ -66,6 +68,9 @@ def parse_args(argv, description: str, default_name: str, defaults: dict | None 
     p.add_argument("--data-dir", default="./data",
                    help="folder holding cifar-10-batches-py / cifar-100-python (downloaded there if absent)")
     p.add_argument("--storage", default="./results", help="results root: a local path or a URI (s3://...)")
+    p.add_argument("--storage-timeout", type=float, default=DEFAULT_STORAGE_TIMEOUT, metavar="SECONDS",
+                   help="how long the storage may stay unreachable before the sweep stops cleanly (default "
+                        f"{DEFAULT_STORAGE_TIMEOUT:g}); meanwhile training goes on and results wait in the driver")
     p.add_argument("--name", default=default_name, help="sweep name; results go to <storage>/<name>/")
     p.add_argument("--epochs", type=int, help="shorthand for --set epochs=N")
     p.add_argument("--seeds", type=int, default=1, help="repeat every trial with seeds 0..K-1")

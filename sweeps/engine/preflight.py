@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import time
 
 from sweeps.engine import search
+from sweeps.results import retry
+from sweeps.results.outbox import spill_folder
 from sweeps.results.plan import Plan
 from sweeps.results.store import Store
 from trainables.errors import ConfigError
@@ -75,6 +79,23 @@ def check_cluster_gpus(gpus_per_trial: float, nodes: list[dict]) -> None:
         if best < gpus_per_trial:
             raise ConfigError(f"--gpus-per-trial {gpus_per_trial:g}: no node of the Ray cluster has that "
                               f"many GPUs (the most on one node is {best:g})")
+
+
+def check_storage(store: Store, args) -> None:
+    """--storage-timeout (> 0 seconds; set for every Store of this process), then that the storage can be
+    written: a local folder, or an object store's bucket that exists and answers (sweeps/results/store.py). A
+    spill folder a stopped run left for a sweep of this name that no longer exists on storage is set aside,
+    so that a new sweep starts clean."""
+    if not args.storage_timeout > 0:  # NaN too
+        raise ConfigError(f"--storage-timeout {args.storage_timeout:g}: must be > 0 seconds")
+    retry.configure(args.storage_timeout)
+    store.check_writable()
+    folder = spill_folder(store)
+    if not args.resume and folder.is_dir() and not store.exists():
+        aside = folder.with_name(f"{folder.name}.abandoned-{int(time.time())}")
+        folder.rename(aside)
+        print(f"note: {store.uri} does not exist; the results a stopped run of a sweep by that name kept are "
+              f"set aside in {aside}", file=sys.stderr)
 
 
 # --- resume: the same sweep, continued; never a silent overwrite or a mix of two plans ---

@@ -7,17 +7,21 @@ exploit (the trainable reports `continued_from`) becomes a row of lineage.parque
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+import traceback
 
 import pandas as pd
 from ray import tune
 
 from sweeps.engine.tune_state import params_json, result_line, trial_folder, write_trial_files
 from sweeps.results import lease
+from sweeps.results.outbox import Job, Outbox, count
 from sweeps.results.plan import Plan, TrialSpec
+from sweeps.results.progress import emit
+from sweeps.results.retry import StorageError
 from sweeps.results.store import (CLASS_COLUMNS, CONFUSION_COLUMNS, EPOCH_COLUMNS, FINAL, LAYER_COLUMNS,
                                   FINAL_METRICS, LINEAGE_COLUMNS, PHASE, Store, arrow_rows, plain)
 
@@ -65,12 +69,21 @@ def outcome(spec: TrialSpec, last: dict, error: str = "") -> str:
 class Recorder(tune.Callback):
     """Writes epochs/layers rows on every result and the trial row when a trial starts and ends.
 
-    Writes run on a small thread pool, so that storage round trips (S3: a PUT and a rename per file)
-    never hold up Tune's event loop. Each trial has at most one write in flight: its next result
-    waits for it, so a killed driver loses at most the epoch being written, per running trial, and a
-    write's error surfaces at that trial's next result or at the end. When a trial ends, its epoch
+    Writes go into an Outbox (sweeps/results/outbox.py): per-trial queues drained by a small thread pool,
+    at most one write in flight per trial and in the order reported, so that storage round trips (S3: a
+    PUT and a rename per file) and storage outages never hold up Tune's event loop: a callback queues and
+    returns. While the storage is unreachable the writes retry (up to --storage-timeout) and the results
+    wait in the queue, in memory and past a bound in a local spill folder. When a trial ends, its epoch
     files are compacted (Store.compact_trial), its final row is written, and so are Tune's result.json
     and params.json for it (sweeps/engine/tune_state.py: Tune's ResultGrid reads them).
+
+    A write that fails for good (the storage unreachable past the timeout, or refusing: access denied, no
+    bucket, a full disk) stops the sweep: at Tune's next step `on_step_end` raises the StorageError, Tune
+    stops the trials, calls every callback's on_experiment_end (here: everything still queued goes to the
+    spill folder, and unfinished trials get a `stopped` row there) and re-raises it from fit(); the runner
+    prints one line with the --resume command. A resumed run writes what the spill folder kept first
+    (`setup`). A killed driver loses what was queued and not yet written: the epochs it had received and
+    not written, per trial (usually none or one; more during an outage).
 
     It keeps no state that matters: Ray pickles callbacks with the experiment, and a
     resumed sweep rebuilds the same files from what the trials report again.
@@ -96,12 +109,14 @@ class Recorder(tune.Callback):
         self.foldable: list[tuple] = []  # (trial_id, {table: Arrow table}) of finished trials, compacted
         self.tune_lines: dict[str, dict[int, str]] = {}  # trial_id -> {epoch: its result.json line}, running trials
         self.environments: set[str] = set()  # env_ids this driver has filed in sweep.json
-        self._pool = None
-        self._pending = {}  # trial_id -> the future of its latest write
+        self._outbox = None  # the queue of writes (made at the first write or at setup)
+
+    _outbox = None  # a Recorder pickled by an earlier version has none
 
     def __getstate__(self):
-        return {**self.__dict__, "_store": None, "_pool": None, "_pending": {}, "latencies": [], "written": {},
-                "foldable": [], "tune_lines": {}, "environments": set()}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_pool", "_pending")}
+        return {**state, "_store": None, "_outbox": None, "latencies": [], "written": {}, "foldable": [],
+                "tune_lines": {}, "environments": set()}
 
     @property
     def phase(self) -> str:
@@ -125,61 +140,82 @@ class Recorder(tune.Callback):
         return self.trial_specs[trial.trial_id]
 
     # --- writes in the background, one in flight per trial ---
-    def _submit(self, trial_id: str, job) -> None:
-        lease.check(self.store.uri)  # in memory: raises LeaseLost once another driver holds the sweep
-        self._wait(trial_id)
-        if self._pool is None:
-            threads = WRITE_THREADS["local" if self.store.local else "remote"]
-            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="recorder")
-        self._pending[trial_id] = self._pool.submit(job)
+    @property
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            self._outbox = Outbox(self.store, WRITE_THREADS["local" if self.store.local else "remote"])
+        return self._outbox
 
-    def _wait(self, trial_id: str) -> None:
-        """Block until the trial's write is on storage; re-raise its error here, on Tune's thread."""
-        future = self._pending.pop(trial_id, None)
-        if future is not None:
-            future.result()
+    def _submit(self, trial_id: str, job) -> None:
+        """Queue a write (a Job, or a plain callable: never kept in the spill folder) after the trial's earlier
+        ones. Returns at once."""
+        lease.check(self.store.uri)  # in memory: raises LeaseLost once another driver holds the sweep
+        self.outbox.put(trial_id, job if isinstance(job, Job) else Job(fn=job))
+
+    def _wait(self, trial_id: str) -> StorageError | None:
+        """Block until the trial's queued writes are on storage (or the queue has stopped: returns why)."""
+        return self._outbox.wait(trial_id) if self._outbox is not None else None
 
     def flush(self) -> None:
-        for trial_id in list(self._pending):
-            self._wait(trial_id)
+        """Block until every queued write is on storage; raises the StorageError that stopped the queue."""
+        failed = self._outbox.drain() if self._outbox is not None else None
+        if failed is not None:
+            raise failed
+
+    def setup(self, **info):
+        """At the start of every Tune run, a resumed one too: what a run stopped by the storage kept in the spill
+        folder goes first in its trials' queues, ahead of anything this run reports."""
+        quiet_ray_storage_logs()
+        results, others = self.outbox.adopt()
+        if results or others:
+            emit([f"storage: {count(results, 'result')} and {count(others, 'other write')} a stopped run kept in "
+                  f"{self.outbox.folder} go to storage first"])
+
+    def on_step_end(self, iteration, trials, **info):
+        failed = self._outbox.failed if self._outbox is not None else None
+        if failed is not None:  # Tune stops the trials, runs on_experiment_end, and re-raises it from fit()
+            raise failed
 
     def on_step_begin(self, iteration, trials, **info):
         lease.check(self.store.uri)  # a lost lease stops Tune's loop at once, not at the next result
 
     def on_experiment_end(self, trials, **info):
-        store = self.store
-        if lease.lost(store.uri):  # another driver took over: it writes Tune's files and folds, not this one
-            if self._pool is not None:
-                self._pool.shutdown()
-                self._pool = None
+        if lease.lost(self.store.uri):  # another driver took over: it writes Tune's files and folds, not this one
+            if self._outbox is not None:
+                self._outbox.close()
+                self._outbox = None
             return
+        outbox = self.outbox
         for trial in trials:  # still running when the sweep stopped: Tune's files for what they reported
             if trial.trial_id in self.tune_lines:
-                files = self._tune_files(trial)
-                self._submit(trial.trial_id, lambda files=files: write_trial_files(store, *files))
-        self.flush()  # every trial's last write, so that all finished trials are foldable
-        if self.foldable:
+                self._submit(trial.trial_id, Job([(write_trial_files, self._tune_files(trial))]))
+        failed = outbox.drain()  # every trial's last write, so that all finished trials are foldable
+        if failed is None and self.foldable:
             self._fold()
-            self.flush()
-        if self.latencies:  # how far storage lagged behind the trials (benchmarks/driver_scale.py reads it)
+            failed = outbox.drain()
+        if failed is not None:
+            for trial_id, row in self.rows.items():  # unfinished: `stopped` (--resume writes it, then runs them)
+                if row.get("status") == "running":
+                    outbox.put(trial_id, Job([("write_rows", ("trials", trial_id, [dict(row, status="stopped")]))]))
+            outbox.keep()
+        elif self.latencies:  # how far storage lagged behind the trials (benchmarks/driver_scale.py reads it)
             lags = sorted(self.latencies)
             print(f"storage: {len(lags)} results written; from report to row on storage: median "
                   f"{1e3 * lags[len(lags) // 2]:.0f} ms, p99 {1e3 * lags[int(len(lags) * 0.99)]:.0f} ms, "
                   f"max {1e3 * lags[-1]:.0f} ms", file=sys.stderr, flush=True)
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        outbox.close()
+        self._outbox = None
 
     # --- Tune's events ---
     def on_trial_start(self, iteration, trials, trial, **info):
-        store, trial_id = self.store, trial.trial_id
+        trial_id = trial.trial_id
         row = self._row(trial, "running", None)
         # A compacted trial that runs again (an errored trial on --resume) goes back to epoch files first,
         # so that the epochs it re-reports replace their copies.
-        self._submit(trial_id, lambda: (store.expand_trial(trial_id), store.write_rows("trials", trial_id, [row])))
+        self._submit(trial_id, Job([("expand_trial", (trial_id,)), ("write_rows", ("trials", trial_id, [row]))]))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        store, trial_id, epoch = self.store, trial.trial_id, int(result["epoch"])
+        trial_id, epoch = trial.trial_id, int(result["epoch"])
         self.newest[trial_id] = result
         self.tune_lines.setdefault(trial_id, {})[epoch] = result_line(result)
         search_keys = self.plan.picked_keys
@@ -207,11 +243,9 @@ class Recorder(tune.Callback):
         for table, data in tables:  # kept until the trial ends: compacting it then needs no read-back
             written.setdefault(table, {})[epoch] = data
 
-        def write():
-            for table, data in tables[1:] + tables[:1]:  # epochs last: a row there means the epoch is whole
-                store.write_epoch(table, trial_id, epoch, data)
-            self.latencies.append(time.time() - reported)
-        self._submit(trial_id, write)
+        # epochs last: a row there means the epoch is whole
+        steps = [("write_epoch", (table, trial_id, epoch, data)) for table, data in tables[1:] + tables[:1]]
+        self._submit(trial_id, Job(steps, results=1, after=lambda _: self.latencies.append(time.time() - reported)))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = self._last(trial) or {}
@@ -225,7 +259,8 @@ class Recorder(tune.Callback):
         since) its newest epoch row on storage, when that is newer than what Ray kept."""
         if trial.trial_id in self.newest:
             return {**(trial.last_result or {}), **self.newest[trial.trial_id]}
-        self._wait(trial.trial_id)
+        if self._wait(trial.trial_id) is not None:  # the storage stopped the sweep: Ray's copy will do
+            return trial.last_result or {}
         return latest_epoch(self.store, trial.trial_id, trial.last_result or {})
 
     def _row(self, trial, status: str, last: dict | None, error: str = "") -> dict:
@@ -237,18 +272,15 @@ class Recorder(tune.Callback):
     def _finish(self, trial, status: str, last: dict | None, error: str = "") -> None:
         # How often Ray restarted it (FailureConfig.max_failures): retries are visible in the table.
         last = {**(last or {}), "failures": int(getattr(trial, "num_failures", 0))}
-        store, trial_id = self.store, trial.trial_id
+        trial_id = trial.trial_id
         row = self._row(trial, status, last, error)
         written = self.written.pop(trial_id, None)
-        tune_files = self._tune_files(trial)
 
-        def close():
-            tables = store.compact_trial(trial_id, written)
-            store.write_rows("trials", trial_id, [row])
+        def done(outputs):
             if status in FINAL:  # never runs again: it can go into a part file
-                self.foldable.append((trial_id, {**tables, "trials": arrow_rows([row])}))
-            write_trial_files(store, *tune_files)
-        self._submit(trial_id, close)  # one job: a second for this trial would wait for this one, on Tune's thread
+                self.foldable.append((trial_id, {**outputs[0], "trials": arrow_rows([row])}))
+        self._submit(trial_id, Job([("compact_trial", (trial_id, written)), ("write_rows", ("trials", trial_id, [row])),
+                                    (write_trial_files, self._tune_files(trial))], after=done))
         self.newest.pop(trial_id, None)
         if len(self.foldable) >= FOLD_EVERY:
             self._fold()
@@ -259,17 +291,7 @@ class Recorder(tune.Callback):
         if not env_id or env_id in self.environments:
             return
         self.environments.add(env_id)
-        store = self.store
-
-        def write():
-            try:
-                record = store.read_json("sweep.json")
-                if env_id not in record.setdefault("environments", {}):
-                    record["environments"][env_id] = json.loads(text)
-                    store.write_json("sweep.json", record)
-            except (OSError, ValueError) as exc:
-                print(f"warning: could not record environment {env_id} in sweep.json: {exc}", file=sys.stderr)
-        self._submit("sweep.json", write)  # the key serialises these read-modify-writes
+        self._submit("sweep.json", Job([(record_environment, (env_id, text))]))  # the key serialises these
 
     def _tune_files(self, trial) -> tuple:
         """What write_trial_files needs, read on Tune's thread: the trial object is Tune's to change."""
@@ -284,6 +306,58 @@ class Recorder(tune.Callback):
         store = self.store
         lease.check(store.uri, strict=True)  # a fold deletes the trials' files: only while the lease is ours
         self._submit("fold", lambda: store.fold([t for t, _ in batch], copies))
+
+
+def record_environment(store: Store, env_id: str, text: str) -> None:
+    """sweep.json's `environments` gains a worker's record (a read-modify-write; a job of the Recorder's queue).
+    A storage fault goes up (the write waits in the queue); a missing or unreadable sweep.json is a warning."""
+    try:
+        record = store.read_json("sweep.json")
+        if env_id not in record.setdefault("environments", {}):
+            record["environments"][env_id] = json.loads(text)
+            store.write_json("sweep.json", record)
+    except (OSError, ValueError) as exc:
+        print(f"warning: could not record environment {env_id} in sweep.json: {exc}", file=sys.stderr)
+
+
+RAY_STORAGE_LOGGERS = ("ray.train._internal.syncer", "ray.train._internal.storage",
+                       "ray.tune.execution.experiment_state", "ray.tune.tune", "ray.tune.analysis.experiment_analysis")
+
+
+class OneLine(logging.Filter):
+    """Ray's own storage errors (a failed upload of Tune's experiment state, which Ray retries at its next
+    snapshot) as one line each, without the traceback Ray attaches, and each kind at most once a minute: during
+    an outage the console keeps to our lines."""
+
+    def __init__(self):
+        super().__init__()
+        self._shown: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if not (record.exc_info or record.stack_info or "Traceback" in text):
+            return True
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        head = lines[0] if lines else ""
+        if record.exc_info and record.exc_info[1] is not None:
+            last = traceback.format_exception_only(record.exc_info[0], record.exc_info[1])[-1].strip()
+        else:
+            last = lines[-1] if len(lines) > 1 else ""
+        line = " ".join(f"{head} {last}".split())
+        line = line if len(line) <= 300 else line[:297] + "..."
+        now = time.monotonic()
+        if now - self._shown.get(head[:60], -math.inf) < 60:
+            return False
+        self._shown[head[:60]] = now
+        record.msg, record.args, record.exc_info, record.exc_text, record.stack_info = line, (), None, None, None
+        return True
+
+
+def quiet_ray_storage_logs() -> None:
+    for name in RAY_STORAGE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OneLine) for f in logger.filters):
+            logger.addFilter(OneLine())
 
 
 def error_line(trial) -> str:

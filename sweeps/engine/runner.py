@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
 import socket
 import subprocess
 import sys
@@ -25,10 +26,12 @@ from sweeps.engine.flags import DEFAULT_MAX_FAILURES, RunSettings, parse_args  #
 from sweeps.engine.grid import Sweep
 from sweeps.engine.planner import plan, print_dry_run
 from sweeps.engine.preflight import (check_address, check_cluster_gpus, check_local_gpus, check_resources, check_resume,
-                                     ray_address)
+                                     check_storage, ray_address)
 from sweeps.engine.schedulers import SCHEDULERS
 from sweeps.results import lease
+from sweeps.results.outbox import count, kept_in, spill_folder
 from sweeps.results.plan import Plan
+from sweeps.results.retry import StorageError
 from sweeps.results.store import Store
 from trainables.errors import ConfigError, DataError, DataMissing
 
@@ -350,7 +353,7 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
             print_dry_run(planned)
             return 0
         store = Store(args.storage, args.name)
-        store.check_writable()
+        check_storage(store, args)
         try:
             check_resume(store, planned, args)
         except ConfigError:
@@ -362,7 +365,7 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
             check_trackers_resume(store, list(run.log))
         # One driver per sweep (sweeps/results/lease.py): after the checks, before anything is written.
         held = lease.Lease.acquire(store, force=args.force, resume=args.resume, seen=seen)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -378,5 +381,26 @@ def main(sweep: Sweep, file: str, argv=None) -> int:
         except lease.LeaseLost as exc:  # another driver took over: it continues the sweep
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except StorageError as exc:  # the storage stopped the sweep (sweeps/engine/recorder.py): one line, no traceback
+            print(f"error: {storage_stop_line(exc, store, run, sys.argv[1:] if argv is None else argv)}",
+                  file=sys.stderr)
+            return 1
     finally:
         held.release()  # a normal end, Ctrl-C or an error: the next driver need not wait for it to go stale
+
+
+def storage_stop_line(exc: StorageError, store: Store, run: RunSettings, argv: list[str]) -> str:
+    """Why the storage stopped the sweep, where what it had not written is kept, and the command that continues
+    it (the same flags, with --resume)."""
+    folder = spill_folder(store)
+    results, others = kept_in(folder)
+    there = (count(results, "result") + (f" and {count(others, 'other write')}" if others else "")
+             + f" {'is' if results + others == 1 else 'are'} kept in {folder}")
+    if exc.lost:
+        kept = exc.lost + (f"; {there}" if results or others else "")
+    elif results or others:
+        kept = f"nothing reported is lost: {there}"
+    else:
+        kept = "nothing reported is lost: every result is on storage"
+    again = [os.path.relpath(run.file), *[a for a in argv if a != "--resume"], "--resume"]
+    return f"{exc}; {kept}; continue with  python {shlex.join(again)}"

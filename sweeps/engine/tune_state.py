@@ -22,7 +22,10 @@ place), once the Recorder has written them and the trackers have logged them. It
 finished trial's folder in Tune's staging area when it is empty (all of them, with no logger of
 Tune's writing there; an errored trial's keeps its error files): Tune copies the staging area to
 storage at every snapshot, and on S3 each empty folder is a folder marker made again each time
-(1,000 of them made one snapshot take minutes on the local S3 server).
+(1,000 of them made one snapshot take minutes on the local S3 server). When the storage has stopped the
+sweep (sweeps/engine/recorder.py), its on_experiment_end, the last one Tune calls, re-raises that error, so
+that fit() ends there instead of reading every trial's result.json back from a storage that does not answer
+(pyarrow spends seconds on each).
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ import os
 
 from ray import tune
 from ray.tune.utils.util import SafeFallbackEncoder
+
+from sweeps.results import retry
 
 RESULT_FILE, PARAMS_FILE = "result.json", "params.json"
 
@@ -104,4 +109,9 @@ class SlimTuneState(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         drop_if_empty(trial)
+
+    def on_experiment_end(self, trials, **info):
+        stopped = retry.stopped()
+        if stopped is not None:  # the storage stopped the sweep (the Recorder): end fit() here, before Tune
+            raise stopped       # reads every trial's result.json back from a storage that does not answer
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -195,3 +196,11 @@ def fit(line: str) -> str:
         return line
     head = (WIDTH - 3) // 2
     return line[:head] + "..." + line[len(line) - (WIDTH - 3 - head):]
+
+
+def emit(lines: list[str]) -> None:
+    """Lines on stderr, flushed, each cut to WIDTH: the live console (sweeps/engine/console.py), and the storage
+    outage lines of sweeps/results/retry.py and outbox.py."""
+    lines = [part for line in lines for part in line.split("\n")]
+    if lines:
+        print("\n".join(fit(line) for line in lines), file=sys.stderr, flush=True)

@@ -30,6 +30,13 @@ into epoch files first). Readers then take the newer form: an epoch file over th
 that epoch, a trial's own file over its copy in a part (each part lists its trials in its metadata).
 `repair`, run when a sweep resumes, removes the older form.
 
+Storage faults. Every operation on the storage (writes, moves, deletes, folder creation, and the listings
+and reads that compaction, folding and repair need) runs in sweeps/results/retry.py's loop: a transient error
+(a connection refused or reset, a timeout, a 5xx, throttling) is retried with backoff until the storage has
+been unreachable for --storage-timeout; a refusal (access denied, no such bucket, a full disk) raises
+StorageRefused at once; a missing file and the like go up as they are. A retried write rewrites its whole
+file; a retried delete whose earlier attempt did delete counts as done.
+
 Store also reads the tables back (read_table, finalize_statuses): the recorder and
 runner use it directly, and analysis.results wraps it, so imports only point down.
 """
@@ -51,6 +58,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from sweeps.results import retry
+from sweeps.results.retry import StorageError
 from trainables.errors import ConfigError
 
 TABLES = ("trials", "epochs", "layers", "classes", "confusion", "lineage")
@@ -106,6 +115,7 @@ class Store:
         self._folders: set[str] = set()  # folders this Store made; compact_trial and _delete forget theirs
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.object_store = type(self.fs).__name__ in ("S3FileSystem", "GcsFileSystem")
+        self.health = retry.health_of(self.storage)  # this storage's outage clock, shared in the process
 
     @classmethod
     def at(cls, path: str) -> "Store":
@@ -116,12 +126,23 @@ class Store:
 
     # --- checks before a sweep starts ---
     def exists(self) -> bool:
-        return self.fs.get_file_info(self.root).type != pafs.FileType.NotFound
+        return self._io(self.fs.get_file_info, self.root, what="a look at the sweep").type != pafs.FileType.NotFound
 
     def check_writable(self) -> None:
-        """Create nothing that stays: probe the nearest existing parent."""
+        """Create nothing that stays: probe the nearest existing parent; on an object store, that the bucket is
+        there and answers (a missing bucket or denied access is one ConfigError here, before the sweep starts)."""
         if is_uri(self.storage) and not isinstance(self.fs, pafs.LocalFileSystem):
-            return  # remote permissions show up on the first write; the driver fails fast there
+            if not self.object_store:
+                return  # other remote filesystems: permissions show up on the first write
+            bucket = self.root.split("/", 1)[0]
+            try:
+                found = self._io(self.fs.get_file_info, bucket, what=f"access to bucket {bucket!r}").type
+            except StorageError as exc:
+                raise ConfigError(f"--storage {self.storage}: {exc}") from None
+            if found == pafs.FileType.NotFound:
+                raise ConfigError(f"--storage {self.storage}: bucket {bucket!r} does not exist (create it first, "
+                                  "or check the name and the credentials)")
+            return
         parent = Path(self.root)
         while not parent.exists():
             parent = parent.parent
@@ -132,7 +153,14 @@ class Store:
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
+    def _io(self, fn, *args, what: str = "", gone_ok: bool = False):
+        """fn(*args) in the retry loop (sweeps/results/retry.py): transient errors are waited out."""
+        return retry.call(fn, *args, health=self.health, what=what, gone_ok=gone_ok)
+
     def write_bytes(self, relpath: str, data: bytes) -> None:
+        self._io(self._write_bytes, relpath, data, what=f"a write of {relpath}")
+
+    def _write_bytes(self, relpath: str, data: bytes) -> None:
         final = self.path(relpath)
         folder, name = final.rsplit("/", 1)
         if self.object_store:  # no folders to make; a PUT is atomic already (a rename is a copy and a delete)
@@ -144,9 +172,14 @@ class Store:
             self._folders.add(folder)
         tmp = f"{folder}/.tmp-{uuid.uuid4().hex[:8]}-{name}"  # hidden: readers skip it
         if self.local:  # os, not pyarrow: a third of the cost per small file
-            with open(tmp, "wb") as out:
-                out.write(data)
-            os.replace(tmp, final)
+            try:
+                with open(tmp, "wb") as out:
+                    out.write(data)
+                os.replace(tmp, final)
+            except OSError:
+                if os.path.exists(tmp):  # a full disk: leave no half-written file behind
+                    os.remove(tmp)
+                raise
             return
         with self.fs.open_output_stream(tmp) as out:
             out.write(data)
@@ -174,7 +207,8 @@ class Store:
         """Paths of a table's Parquet files (relative to its folder), in name order; hidden ones skipped."""
         folder = self.path(f"{table}.parquet")
         start = folder + ("/" + under if under else "")
-        infos = self.fs.get_file_info(pafs.FileSelector(start, allow_not_found=True, recursive=recursive))
+        infos = self._io(self.fs.get_file_info, pafs.FileSelector(start, allow_not_found=True, recursive=recursive),
+                         what=f"a listing of {table}.parquet")
         paths = []
         for info in infos:
             rel = info.path[len(folder) + 1:]
@@ -214,7 +248,8 @@ class Store:
 
     def part_trials(self, table: str, rel: str) -> list[str]:
         """The trials a part file holds (in its Parquet metadata: no rows are read)."""
-        schema = pq.read_schema(self.path(f"{table}.parquet/{rel}"), filesystem=self.fs)
+        path = self.path(f"{table}.parquet/{rel}")
+        schema = self._io(lambda: pq.read_schema(path, filesystem=self.fs), what=f"a read of {table}.parquet/{rel}")
         return json.loads((schema.metadata or {}).get(PART_TRIALS, b"[]"))
 
     def read_trial(self, table: str, trial_id: str) -> pd.DataFrame:
@@ -226,6 +261,9 @@ class Store:
     def _read_files(self, rels: list[str], table: str) -> pa.Table | None:
         if not rels:
             return None
+        return self._io(self._read_files_once, rels, table, what=f"a read of {table}.parquet")
+
+    def _read_files_once(self, rels: list[str], table: str) -> pa.Table:
         folder = self.path(f"{table}.parquet")
         factory = ds.FileSystemDatasetFactory(self.fs, [f"{folder}/{r}" for r in rels], ds.ParquetFileFormat())
         try:
@@ -240,7 +278,7 @@ class Store:
         compacted = self.path(f"{table}.parquet/{trial_id}.parquet")
         parts = self.files(table, under=trial_id, recursive=False)
         older = None
-        if self.fs.get_file_info(compacted).type == pafs.FileType.File:
+        if self._info(compacted).type == pafs.FileType.File:
             older = self._read_files([f"{trial_id}.parquet"], table)
             if parts:  # both forms (a crash, or a trial run again): an epoch file wins
                 epochs = pa.array(sorted(_epoch_of(p) for p in parts), older["epoch"].type)
@@ -261,7 +299,7 @@ class Store:
         {table: what it wrote}."""
         done = {}
         whole = bool(written) and min(written.get("epochs", {0: None})) == 1
-        compacted_before = not whole and self.fs.get_file_info(
+        compacted_before = not whole and self._info(
             self.path(f"epochs.parquet/{trial_id}.parquet")).type == pafs.FileType.File
         for table in PER_EPOCH:
             folder = self.path(f"{table}.parquet/{trial_id}")
@@ -281,23 +319,22 @@ class Store:
             if data is not None and data.num_rows:
                 self.write_table(table, trial_id, data)
                 done[table] = data
-            self.fs.delete_dir(folder)
-            self._folders.discard(folder)
+            self._delete_dir(folder)
         return done
 
     def expand_trial(self, trial_id: str) -> bool:
         """Turn a compacted trial back into epoch files before it runs again, so that the epochs it
         re-reports replace their copies. Returns whether there was anything to expand."""
-        if self.fs.get_file_info(self.path(f"epochs.parquet/{trial_id}.parquet")).type != pafs.FileType.File:
+        if self._info(self.path(f"epochs.parquet/{trial_id}.parquet")).type != pafs.FileType.File:
             return False
         for table in PER_EPOCH:  # epochs last: a crash midway leaves the marker, and this runs again
             path = self.path(f"{table}.parquet/{trial_id}.parquet")
-            if self.fs.get_file_info(path).type != pafs.FileType.File:
+            if self._info(path).type != pafs.FileType.File:
                 continue
             data = self._trial_rows(table, trial_id)
             for epoch in sorted(set(data["epoch"].to_pylist())) if data is not None else []:
                 self.write_epoch(table, trial_id, epoch, data.filter(pc.equal(data["epoch"], epoch)))
-            self.fs.delete_file(path)
+            self._io(self.fs.delete_file, path, what=f"a delete of {path}", gone_ok=True)
         return True
 
     def repair(self) -> list[str]:
@@ -306,7 +343,7 @@ class Store:
         per result. Returns the trials it touched."""
         both, touched = set(), set()
         for table in TABLES:
-            infos = self.fs.get_file_info(pafs.FileSelector(self.path(f"{table}.parquet"), allow_not_found=True))
+            infos = self._list(table)
             dirs = {i.base_name for i in infos if i.type == pafs.FileType.Directory}
             files = {i.base_name[:-8] for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")}
             for part in sorted(f for f in files if f.startswith(PART)):
@@ -363,7 +400,7 @@ class Store:
         under new trial ids: its rows would otherwise stay beside the new ones)."""
         files, folders = [], []
         for table in TABLES:
-            infos = self.fs.get_file_info(pafs.FileSelector(self.path(f"{table}.parquet"), allow_not_found=True))
+            infos = self._list(table)
             names = {i.base_name: i.type for i in infos}
             for trial_id in trial_ids:
                 if names.get(f"{trial_id}.parquet") == pafs.FileType.File:
@@ -374,21 +411,41 @@ class Store:
 
     def _delete(self, files: list[str], folders: list[str]) -> None:
         with ThreadPoolExecutor(8) as pool:  # S3: one request each; overlap them
-            list(pool.map(self.fs.delete_file, files))
-            list(pool.map(self.fs.delete_dir, folders))
+            list(pool.map(lambda path: self._io(self.fs.delete_file, path, what=f"a delete of {path}",
+                                                gone_ok=True), files))
+            list(pool.map(lambda path: self._io(self.fs.delete_dir, path, what=f"a delete of {path}",
+                                                gone_ok=True), folders))
         self._folders.difference_update(folders)
 
+    def _delete_dir(self, folder: str) -> None:
+        """A trial's epoch folder after its compaction; already gone is fine (a compaction written again)."""
+        try:
+            self._io(self.fs.delete_dir, folder, what=f"a delete of {folder}", gone_ok=True)
+        except FileNotFoundError:
+            pass
+        self._folders.discard(folder)
+
+    def _info(self, path: str) -> pafs.FileInfo:
+        return self._io(self.fs.get_file_info, path, what=f"a look at {path}")
+
+    def _list(self, table: str) -> list:
+        """The entries right under a table's folder."""
+        return self._io(self.fs.get_file_info, pafs.FileSelector(self.path(f"{table}.parquet"), allow_not_found=True),
+                        what=f"a listing of {table}.parquet")
+
     def read_json(self, relpath: str):
-        with self.fs.open_input_stream(self.path(relpath)) as f:
-            return json.loads(f.read())
+        return json.loads(self._io(self._read_all, relpath, what=f"a read of {relpath}"))
 
     def read_bytes(self, relpath: str) -> bytes | None:
         """The file's bytes, or None where there is no such file."""
         try:
-            with self.fs.open_input_stream(self.path(relpath)) as f:
-                return f.readall()
+            return self._io(self._read_all, relpath, what=f"a read of {relpath}")
         except FileNotFoundError:
             return None
+
+    def _read_all(self, relpath: str) -> bytes:
+        with self.fs.open_input_stream(self.path(relpath)) as f:
+            return f.readall()
 
     def finalize_statuses(self) -> pd.DataFrame:
         """Mark trials that were still running when the sweep ended as `stopped`; return the trials table."""

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from sweeps.engine.recorder import Recorder, latest_epoch
+from sweeps.results.retry import StorageError
 from sweeps.results.store import LAYER_COLUMNS, Store, arrow_rows
 
 
@@ -136,14 +137,18 @@ def test_the_recorder_lists_only_the_trial_it_writes(tmp_path, monkeypatch):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3] and "layers" not in lines[0]
 
 
-def test_a_failed_write_surfaces_on_tunes_thread(tmp_path, monkeypatch):
+def test_a_failed_write_stops_the_sweep_on_tunes_thread_with_one_line(tmp_path, monkeypatch):
+    """A write that fails for good (here an error no retry helps) stops the queue; Tune's thread hears of it at
+    its next step, as one StorageError naming the cause (the runner prints it, with the --resume command)."""
     spec = dict(config=dict(epochs=3, task="train"), labels={}, facts={}, title="t", overrides={})
     recorder = Recorder(str(tmp_path), "s", dict(sweep="s", study="x", code_version="v"), [spec])
     trial = fake_trial("t1")
     monkeypatch.setattr(Store, "write_table", lambda *a: (_ for _ in ()).throw(OSError("bucket gone")))
     recorder.on_trial_result(0, [], trial, dict(epoch_rows("t1", 1, 0.1)))
-    with pytest.raises(OSError, match="bucket gone"):
+    with pytest.raises(StorageError, match="bucket gone"):
         recorder.flush()
+    with pytest.raises(StorageError, match="bucket gone"):
+        recorder.on_step_end(0, [trial])
 
 
 def test_latest_epoch_reads_the_trial_not_the_table(tmp_path):
