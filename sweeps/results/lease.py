@@ -70,6 +70,7 @@ from typing import NamedTuple
 
 import pyarrow.fs as pafs
 
+from sweeps.results.retry import StorageError
 from sweeps.results.store import Store
 from trainables.errors import ConfigError
 
@@ -164,7 +165,7 @@ def sight(storage: str, name: str, force: bool = False) -> Sighting | None:
         time.sleep(POLL_S)
         try:
             now = read(store)
-        except OSError:
+        except (OSError, StorageError):
             return seen
         if now is None:  # released: the sweep's driver ended
             return None
@@ -178,7 +179,7 @@ def refuse_if_held(store: Store) -> None:
     runner asks this when a check fails, so that a sweep still starting up is named as running."""
     try:
         holder = read(store)
-    except OSError:
+    except (OSError, StorageError):
         return
     if holder is not None and not holder.stale:
         raise LeaseHeld(_held_message(store, holder))
@@ -294,7 +295,7 @@ class Lease:
                 if not self.renew():
                     return
                 self._failing = False
-            except OSError as exc:  # storage unreachable: try again at the next beat
+            except (OSError, StorageError) as exc:  # storage unreachable: try again at the next beat
                 if not self._failing:
                     print(f"warning: could not renew the lease of sweep {self.store.name!r} ({exc}); retrying",
                           file=sys.stderr, flush=True)
@@ -328,7 +329,7 @@ class Lease:
         if strict and not self.lost and time.monotonic() - self.confirmed > 1.5 * HEARTBEAT_S:
             try:
                 self.renew()
-            except OSError:
+            except (OSError, StorageError):
                 pass  # storage unreachable: the write that follows fails too
         if self.lost:
             raise LeaseLost(self.lost_message())
@@ -355,7 +356,7 @@ class Lease:
                 _delete(store, self.seq)
             if self.new and not _generations(store) and store.read_bytes("sweep.json") is None:
                 _remove_if_empty(store, self.made_parents)
-        except OSError:
+        except (OSError, StorageError):
             pass  # a lease left behind goes stale, and --resume takes it over
 
 
@@ -408,7 +409,7 @@ def _create_exclusive(root: str, name: str, data: bytes) -> bool:
         return True
     except FileExistsError:
         return False
-    except OSError:  # no hard links here (some network or FUSE filesystems): O_EXCL
+    except (OSError, StorageError):  # no hard links here (some network or FUSE filesystems): O_EXCL
         try:
             fd = os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -453,7 +454,7 @@ def _remove_if_empty(store: Store, made_parents=()) -> None:
         for folder in (store.root, *made_parents):
             try:
                 os.rmdir(folder)
-            except OSError:
+            except (OSError, StorageError):
                 break  # not empty, or gone
         return
     # an object store: deleting the lease left an empty "folder" marker, which Store.exists() would see
