@@ -135,6 +135,20 @@ if __name__ == "__main__":
 '''
 
 
+def tuned_script(tmp_path):
+    """The resumable tuned sweep as a script in tmp_path: (its command line, its sweep folder)."""
+    script = tmp_path / "tuned_sweep.py"
+    script.write_text(RESUMABLE)
+    return [sys.executable, str(script), "--storage", str(tmp_path / "res")], tmp_path / "res" / "tuned_sweep"
+
+
+def resume(argv, cwd) -> None:
+    """Run the sweep again with --resume; it must finish cleanly."""
+    second = subprocess.run([*argv, "--resume"], env=env(), cwd=cwd, capture_output=True, text=True,
+                            timeout=400, start_new_session=True)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+
+
 def confirming_mid_way(tables):
     """A confirm trial has completed and another is running."""
     trials = tables["trials"]
@@ -147,15 +161,10 @@ def confirming_mid_way(tables):
 
 @pytest.mark.slow
 def test_a_driver_killed_mid_confirmation_resumes_it_with_every_row_once(tmp_path):
-    script = tmp_path / "tuned_sweep.py"
-    script.write_text(RESUMABLE)
-    argv = [sys.executable, str(script), "--storage", str(tmp_path / "res")]
-    sweep = tmp_path / "res" / "tuned_sweep"
+    argv, sweep = tuned_script(tmp_path)
     before = kill_driver_when(argv, sweep, tmp_path, confirming_mid_way)
     selected = json.loads((sweep / "sweep.json").read_text())["confirmation"]
-    second = subprocess.run([*argv, "--resume"], env=env(), cwd=tmp_path, capture_output=True, text=True,
-                            timeout=400, start_new_session=True)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    resume(argv, tmp_path)
     final = load(sweep)
     assert_one_row_each(final, 4 + 4)
     trials = final["trials"]
@@ -187,10 +196,7 @@ def test_study_000_tuned_searches_each_cell_with_asha_and_confirms_on_three_seed
 
 @pytest.mark.slow
 def test_a_driver_killed_mid_search_resumes_the_search_then_confirms(tmp_path):
-    script = tmp_path / "tuned_sweep.py"
-    script.write_text(RESUMABLE)
-    argv = [sys.executable, str(script), "--storage", str(tmp_path / "res")]
-    sweep = tmp_path / "res" / "tuned_sweep"
+    argv, sweep = tuned_script(tmp_path)
 
     def searching_mid_way(tables):
         trials = tables["trials"]
@@ -200,9 +206,7 @@ def test_a_driver_killed_mid_search_resumes_the_search_then_confirms(tmp_path):
         return trials if done and running and "confirmation" not in json.loads((sweep / "sweep.json").read_text()) \
             else None
     kill_driver_when(argv, sweep, tmp_path, searching_mid_way)
-    second = subprocess.run([*argv, "--resume"], env=env(), cwd=tmp_path, capture_output=True, text=True,
-                            timeout=400, start_new_session=True)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    resume(argv, tmp_path)
     final = load(sweep)
     assert_one_row_each(final, 4 + 4)
     trials = final["trials"]
