@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 
@@ -84,3 +85,22 @@ def placement() -> dict:
     import ray
     return dict(node_id=ray.get_runtime_context().get_node_id(),
                 gpu_ids=",".join(str(g) for g in ray.get_gpu_ids()), trial_started=time.time())
+
+
+def exit_quietly_when_killed() -> None:
+    """Ray's `worker_process_setup_hook` for trial workers. Ray answers a SIGTERM (a stopped trial, the end of
+    the sweep) by raising SystemExit wherever the worker's main thread is. When that is inside a garbage
+    collector callback, Python cannot raise it and prints "Exception ignored in ..." with a traceback, which
+    Ray forwards to the sweep's console. The worker was told to stop, so it stops, without the noise; every
+    other unraisable exception is printed as before."""
+    default = sys.unraisablehook
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, SystemExit):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            code = unraisable.exc_value.code
+            os._exit(code if isinstance(code, int) else 1)
+        default(unraisable)
+
+    sys.unraisablehook = hook

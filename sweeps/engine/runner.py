@@ -105,6 +105,7 @@ def run_sweep(sweep: Sweep, plan: Plan, datasets: dict, store: Store, args, run:
     from sweeps.engine import confirm
     from sweeps.engine.console import emit, header_lines
     from trainables.environment import collect as environment
+    from trainables.ray_trainable import exit_quietly_when_killed
 
     settings = plan.search
     meta = dict(sweep=store.name, study=sweep.study, code_version=code_version(),
@@ -117,7 +118,8 @@ def run_sweep(sweep: Sweep, plan: Plan, datasets: dict, store: Store, args, run:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     try:
         ray.init(address=run.address, include_dashboard=False, logging_level="warning",
-                 runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
+                 runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"},
+                              "worker_process_setup_hook": exit_quietly_when_killed},
                  **({"num_cpus": args.num_cpus} if args.num_cpus else {}))
     except (ConnectionError, ValueError) as exc:
         raise ConfigError(f"--address {run.address}: cannot join that Ray cluster "
