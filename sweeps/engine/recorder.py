@@ -38,12 +38,15 @@ FOLD_EVERY = 256
 
 
 def trial_row(trial_id: str, spec: TrialSpec, meta: dict, status: str, last: dict | None, error: str = "",
-              cell: str = "") -> dict:
-    """Everything that describes one trial, flattened: config, labels, outcome and provenance, with its phase
-    and its grid cell (Plan.cell_of)."""
+              cell: str = "", plan_index: int | None = None) -> dict:
+    """Everything that describes one trial, flattened: config, labels, outcome and provenance, with its phase,
+    its grid cell (Plan.cell_of) and its index in the phase's plan (a resume settles trials by it,
+    sweeps/engine/feeder.py; an Optuna trial's is its cell's template)."""
     last = last or {}
     row = dict(trial_id=trial_id, sweep=meta["sweep"], study=meta["study"], status=status, error=error,
                phase=meta.get(PHASE, "search"), cell=cell)
+    if plan_index is not None:
+        row["plan_index"] = int(plan_index)
     row.update(spec.config)  # resolved and validated by the planner: a preset's fixed keys show true values
     row.update(spec.labels)
     row.update(spec.facts)
@@ -71,9 +74,10 @@ class Recorder(tune.Callback):
 
     Writes go into an Outbox (sweeps/results/outbox.py): per-trial queues drained by a small thread pool,
     at most one write in flight per trial and in the order reported, so that storage round trips (S3: a
-    PUT and a rename per file) and storage outages never hold up Tune's event loop: a callback queues and
-    returns. While the storage is unreachable the writes retry (up to --storage-timeout) and the results
-    wait in the queue, in memory and past a bound in a local spill folder. When a trial ends, its epoch
+    PUT and a rename per file) overlap with each other and with training. While the storage answers, a
+    trial's next write waits for its last one (Tune's loop slows to the storage's pace instead of the
+    queue growing all sweep long). While the storage is unreachable nothing waits: the writes retry (up to
+    --storage-timeout) and the results wait in the queue, in memory and past a bound in a local spill folder. When a trial ends, its epoch
     files are compacted (Store.compact_trial), its final row is written, and so are Tune's result.json
     and params.json for it (sweeps/engine/tune_state.py: Tune's ResultGrid reads them).
 
@@ -148,8 +152,10 @@ class Recorder(tune.Callback):
 
     def _submit(self, trial_id: str, job) -> None:
         """Queue a write (a Job, or a plain callable: never kept in the spill folder) after the trial's earlier
-        ones. Returns at once."""
+        ones. While the storage answers it first waits for the trial's earlier writes (Outbox.keep_pace);
+        during an outage it returns at once."""
         lease.check(self.store.uri)  # in memory: raises LeaseLost once another driver holds the sweep
+        self.outbox.keep_pace(trial_id)
         self.outbox.put(trial_id, job if isinstance(job, Job) else Job(fn=job))
 
     def _wait(self, trial_id: str) -> StorageError | None:
@@ -265,7 +271,8 @@ class Recorder(tune.Callback):
 
     def _row(self, trial, status: str, last: dict | None, error: str = "") -> dict:
         spec = self.spec(trial)
-        row = trial_row(trial.trial_id, spec, self.meta, status, last, error, cell=self.plan.cell_of(spec))
+        row = trial_row(trial.trial_id, spec, self.meta, status, last, error, cell=self.plan.cell_of(spec),
+                        plan_index=trial.config["trial"])
         self.rows[trial.trial_id] = row
         return row
 
@@ -421,4 +428,4 @@ def reconcile(store: Store, results, plan: Plan, meta: dict) -> None:
         spec = plan.for_trial(result.config)
         store.compact_trial(trial_id)
         store.write_rows("trials", trial_id, [trial_row(trial_id, spec, meta, outcome(spec, last, error), last, error,
-                                                        cell=plan.cell_of(spec))])
+                                                        cell=plan.cell_of(spec), plan_index=result.config["trial"])])

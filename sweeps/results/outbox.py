@@ -152,6 +152,17 @@ class Outbox:
             self._waiting += job.results
             self._kick(key)
 
+    def keep_pace(self, key: str) -> None:
+        """While the storage answers, until the key's earlier jobs are written: a trial's next result waits
+        for its last one, so results reach storage as fast as they come or the trials slow to the storage's
+        pace (on a slow storage the queue would otherwise grow for the whole sweep, and with it the lag and
+        what a killed driver loses). During an outage, or once the queue has stopped, it returns at once:
+        the queue takes the results and training goes on."""
+        with self._cond:
+            while (self.failed is None and self.health.since is None
+                   and (key in self._busy or self._queues.get(key))):
+                self._cond.wait(0.5)  # an outage's start does not notify: looked at twice a second
+
     def wait(self, key: str) -> StorageError | None:
         """Until the key's queue is written (or the queue has stopped)."""
         with self._cond:

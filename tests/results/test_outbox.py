@@ -177,3 +177,37 @@ def test_when_the_spill_folder_cannot_be_written_jobs_stay_in_memory_and_the_los
     assert box.keep() == (0, 0, 3)
     box.close()
     assert failed.lost.startswith("3 results could not be kept (") and "blocked/spill" in failed.lost
+
+
+def pace_in_thread(box: Outbox, key: str) -> threading.Event:
+    """keep_pace(key) on another thread (Tune's); the event is set once it returns."""
+    returned = threading.Event()
+    threading.Thread(target=lambda: (box.keep_pace(key), returned.set()), daemon=True).start()
+    return returned
+
+
+def test_while_the_storage_answers_a_trials_next_write_waits_for_its_last(tmp_path):
+    GATES["a"] = threading.Event()
+    box, store, _ = outbox(tmp_path)
+    box.put("a", Job([(hold, ("a",))]))
+    assert pace_in_thread(box, "b").wait(5)  # another trial's writes do not hold this one
+    returned = pace_in_thread(box, "a")
+    assert not returned.wait(0.5)  # the trial's last write is still in flight
+    GATES["a"].set()
+    assert returned.wait(10)
+    assert box.drain() is None
+    box.close()
+
+
+def test_during_an_outage_nothing_waits_the_queue_takes_the_results(tmp_path):
+    box, store, _ = outbox(tmp_path)
+    retry.configure(timeout=8)
+    FAILS["net"] = 10_000
+    box.put("a", Job([(flaky, ("net", errno.ECONNREFUSED))], results=1))
+    deadline = time.monotonic() + 10
+    while store.health.since is None and time.monotonic() < deadline:  # the outage has begun
+        time.sleep(0.05)
+    assert store.health.since is not None
+    assert pace_in_thread(box, "a").wait(5) and box.failed is None  # returned while the write still retries
+    assert isinstance(box.drain(), retry.StorageUnavailable)
+    box.close()
