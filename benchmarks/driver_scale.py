@@ -24,8 +24,12 @@ no new trials behind it. Each size runs `--repeats` times, the sizes back to bac
 the ratio is the median of the per-run ratios (benchmarks/rounds.py) with its spread. The whole-sweep marginal, (wall(n) - wall(smallest)) / (n - smallest), is printed
 beside it.
 
-Target (issue 15): the cost per trial at 1,000 trials within 1.5x of the cost at 100, on both storages.
-The last line is `driver_cost_ratio_1000_vs_100: <local ratio> <s3 ratio>`.
+Also per sweep: the bytes of Tune's experiment state at its last snapshot (Tune uploads them whole at every
+snapshot; `tune_state_bytes`).
+
+Targets: the cost per trial at the largest size within 1.5x of the cost at the smallest, on both storages
+(issue 15: 1,000 vs 100; issue 25: 10,000 vs 100), and the state per snapshot not growing with the trials.
+The last line is `driver_cost_ratio_<largest>_vs_<smallest>: <local ratio> <s3 ratio>`.
 """
 from __future__ import annotations
 
@@ -75,13 +79,13 @@ def steady_costs(finished: list[float]) -> dict:
     return costs
 
 
-def sweep(n: int, storage: str, data_dir: str, run: int) -> dict:
+def sweep(n: int, storage: str, data_dir: str, run: int, extra: tuple[str, ...] = ()) -> dict:
     from sweeps.engine.grid import Sweep, axis
     from sweeps.engine.runner import main
     plan = Sweep(study="driver_scale", fixed={**TRIVIAL, "dataset": "cifar10", "epochs": 2},
                  grid=axis("seed", list(range(n))), description="driver at scale")
     argv = ["--storage", storage, "--name", f"n{n}-{run}", "--num-cpus", str(CONCURRENT), "--cpus-per-trial", "1",
-            "--progress-every", "60", "--data-dir", data_dir]
+            "--progress-every", "60", "--data-dir", data_dir, *extra]
     err = io.StringIO()
     cpu, started = driver_cpu(), time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
@@ -89,25 +93,35 @@ def sweep(n: int, storage: str, data_dir: str, run: int) -> dict:
     wall, cpu = time.perf_counter() - started, driver_cpu() - cpu
     if code != 0:
         raise SystemExit(f"the {n}-trial sweep on {storage} exited with {code}:\n{err.getvalue()[-3000:]}")
-    lag = LAG.search(err.getvalue())
-    if lag is None:
+    lags = [[int(g) for g in found] for found in LAG.findall(err.getvalue())]  # one line per Tune run
+    if not lags:
         raise SystemExit(f"no storage line from the Recorder in the {n}-trial sweep's output")
-    results, median, p99 = (int(g) for g in lag.groups())
+    # results in all runs; the median of the runs' medians (runs of equal size) and the worst run's p99
+    results, median, p99 = sum(r for r, _, _ in lags), int(np.median([m for _, m, _ in lags])), max(p for *_, p in lags)
     from sweeps.results.store import Store
     trials = Store(storage, f"n{n}-{run}").read_table("trials")
     if len(trials) != n or set(trials["status"]) != {"completed"}:
         raise SystemExit(f"the {n}-trial sweep on {storage} recorded {len(trials)} trials, "
                          f"statuses {sorted(set(trials['status']))}")
     return dict(wall=wall, cpu=cpu, results=results, median_ms=median, p99_ms=p99,
+                state_kb=tune_state_bytes(Store(storage, f"n{n}-{run}")) / 1024,
                 **steady_costs(trials["reported_at"].tolist()))
 
 
-def measure(storage: str, sizes: list[int], repeats: int, data_dir: str) -> dict:
+def tune_state_bytes(store) -> int:
+    """What one experiment-state snapshot uploads, at the sweep's end (the state only grows): Tune's own
+    files at the top of its folder (experiment_state-*.json, the searcher's state, tuner.pkl)."""
+    import pyarrow.fs as pafs
+    infos = store.fs.get_file_info(pafs.FileSelector(store.path("tune"), allow_not_found=True))
+    return sum(info.size for info in infos if info.type == pafs.FileType.File)
+
+
+def measure(storage: str, sizes: list[int], repeats: int, data_dir: str, extra: tuple[str, ...] = ()) -> dict:
     """{n: [one dict per run]}, the sizes interleaved run by run so that a slow spell hits all sizes."""
     rows = {n: [] for n in sizes}
     for run in range(repeats):
         for n in sizes:
-            rows[n].append(sweep(n, storage, data_dir, run))
+            rows[n].append(sweep(n, storage, data_dir, run, extra))
             r = rows[n][-1]
             print(f"  {storage}: {n} trials in {r['wall']:.1f} s, {r['steady']:.3f} s per trial in steady state",
                   file=sys.stderr, flush=True)
@@ -126,6 +140,8 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="100,1000", help="trial counts, 64 or more each")
     p.add_argument("--repeats", type=int, default=3, help="runs of each size (default 3)")
     p.add_argument("--storages", default="local,s3", help="local, s3 or both")
+    p.add_argument("--trials-per-run", type=int, default=None,
+                   help="passed to each sweep (default: the runner's, 1,000): trials per Ray Tune run")
     args = p.parse_args(argv)
     try:
         sizes = sorted({int(s) for s in args.sizes.split(",")})
@@ -136,6 +152,7 @@ def main(argv=None) -> int:
         p.error(f"--sizes needs two or more counts of {4 * CONCURRENT} or more; --storages is local, s3 or both")
     if args.repeats < 1:
         p.error(f"--repeats {args.repeats}: needs 1 or more")
+    extra = ("--trials-per-run", str(args.trials_per_run)) if args.trials_per_run is not None else ()
     import torch
     print(describe(torch.device("cpu")))
     print(f"# {CONCURRENT} trials at once (ray.init(num_cpus={CONCURRENT})), {os.cpu_count()} cores; "
@@ -147,42 +164,44 @@ def main(argv=None) -> int:
         data_dir = str(write_cifar10(Path(root) / "c10", per_file=64))
         for storage in storages:
             if storage == "local":
-                table[storage] = measure(f"{root}/results", sizes, args.repeats, data_dir)
+                table[storage] = measure(f"{root}/results", sizes, args.repeats, data_dir, extra)
                 continue
             with moto_s3("bench") as env:
                 saved = {k: os.environ.get(k) for k in env}
                 os.environ.update(env)  # the driver and the Ray it starts reach the bucket through these
                 try:
-                    table[storage] = measure("s3://bench/driver", sizes, args.repeats, data_dir)
+                    table[storage] = measure("s3://bench/driver", sizes, args.repeats, data_dir, extra)
                 finally:
                     for k, v in saved.items():
                         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     print("\n| storage | trials | run | results | wall s | driver CPU s | s per trial, steady state "
-          "| s per trial, whole-sweep marginal | driver CPU s per trial (marginal) "
+          "| s per trial, whole-sweep marginal | driver CPU s per trial (marginal) | Tune state per snapshot, KB "
           "| result to storage, median ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for storage, rows in table.items():
         for n, runs in rows.items():
             for run, r in enumerate(runs, 1):
                 marginal = f"{r['per_trial']:.3f}" if "per_trial" in r else "(baseline)"
                 cpu = f"{r['cpu_per_trial']:.3f}" if "cpu_per_trial" in r else "(baseline)"
                 print(f"| {storage} | {n} | {run} | {r['results']} | {r['wall']:.1f} | {r['cpu']:.1f} "
-                      f"| {r['steady']:.3f} | {marginal} | {cpu} | {r['median_ms']} | {r['p99_ms']} |")
+                      f"| {r['steady']:.3f} | {marginal} | {cpu} | {r['state_kb']:.0f} | {r['median_ms']} "
+                      f"| {r['p99_ms']} |")
+    small, large = sizes[0], sizes[-1]
     ratios = []
     for storage, rows in table.items():
-        if 100 in rows and 1000 in rows:
-            at = {n: statistics.median(r["steady"] for r in rows[n]) for n in (100, 1000)}
-            # Per-run ratios: the two sizes of one run ran back to back, under nearly the same load.
-            per_run = ratio([r["steady"] for r in rows[1000]], [r["steady"] for r in rows[100]])
-            ratios.append(f"{per_run.median:.2f}")
-            print(f"{storage}: cost per trial in steady state, median of {len(rows[100])} runs: "
-                  f"{at[100]:.3f} s at 100, {at[1000]:.3f} s at 1000; per-run ratio {per_run.text()} "
-                  f"(target <= 1.5)")
-            early = statistics.median(r["early"] for r in rows[1000])
-            late = statistics.median(r["late"] for r in rows[1000])
-            print(f"{storage}: within the 1000-trial sweeps, its first {WINDOW} steady trials cost {early:.3f} s "
+        at = {n: statistics.median(r["steady"] for r in rows[n]) for n in (small, large)}
+        # Per-run ratios: the sizes of one run ran back to back, under nearly the same load.
+        per_run = ratio([r["steady"] for r in rows[large]], [r["steady"] for r in rows[small]])
+        ratios.append(f"{per_run.median:.2f}")
+        print(f"{storage}: cost per trial in steady state, median of {len(rows[small])} runs: "
+              f"{at[small]:.3f} s at {small}, {at[large]:.3f} s at {large}; per-run ratio {per_run.text()} "
+              f"(target <= 1.5)")
+        if "early" in rows[large][0]:
+            early = statistics.median(r["early"] for r in rows[large])
+            late = statistics.median(r["late"] for r in rows[large])
+            print(f"{storage}: within the {large}-trial sweeps, its first {WINDOW} steady trials cost {early:.3f} s "
                   f"each, its last {WINDOW} {late:.3f} s (x{late / early:.2f})")
-    print(f"driver_cost_ratio_1000_vs_100: {' '.join(ratios) if ratios else 'n/a'}")
+    print(f"driver_cost_ratio_{large}_vs_{small}: {' '.join(ratios)}")
     return 0
 
 

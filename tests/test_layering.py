@@ -29,8 +29,8 @@ LAYERS = {"trainables": 0, "sweeps.results": 1, "sweeps.engine": 2, "analysis": 
 TOP = {name.split(".")[0] for name in LAYERS}
 CORE = ("trainables", "sweeps", "analysis")  # the cycle check covers the library; benchmarks only the layers
 # a package ranks as one entry: trackers/ (its callback imports the recorder, the runner imports the callback)
-ENGINE_ORDER = ["grid", "space", "cells", "cellsearch", "schedulers", "search", "flags", "preflight", "tune_state", "recorder",
-                "console", "trackers", "planner", "confirm", "runner"]
+ENGINE_ORDER = ["grid", "space", "cells", "cellsearch", "feeder", "schedulers", "search", "flags", "preflight", "tune_state", "recorder",
+                "console", "trackers", "planner", "confirm", "phase", "runner"]
 
 
 def layer_of(module: str) -> int:

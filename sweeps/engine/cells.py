@@ -90,6 +90,9 @@ class PerCellScheduler(TrialScheduler):
         # for the plain scheduler.
         if not self._template.set_search_properties(metric, mode, **spec):
             return False
+        if self._search_properties is not None:  # a later Tune run of the sweep passes none: keep the first's
+            metric = metric if metric is not None else self._search_properties[0]
+            mode = mode if mode is not None else self._search_properties[1]
         self._search_properties = (metric, mode, spec)
         for scheduler in self._cells.values():
             scheduler.set_search_properties(metric, mode, **spec)

@@ -18,12 +18,11 @@ from dataclasses import replace
 import pandas as pd
 
 from sweeps.results.plan import Plan, TrialSpec
-from sweeps.results.store import FINAL, PHASE, Store, plain
+from sweeps.results.store import ENDED, PHASE, Store, plain
 
 RULE = ("the trial with the best final {metric} (validation split) among the cell's search trials that trained "
         "the most epochs; a trial a scheduler stopped earlier is a candidate only where none went further (its "
         "value is from a shorter horizon); test metrics play no part")
-SEARCH_ENDED = (*FINAL, "error")  # statuses after which a search trial never runs again in this phase
 
 
 def phase_rows(trials: pd.DataFrame, phase: str = "search") -> pd.DataFrame:
@@ -38,7 +37,7 @@ def phase_rows(trials: pd.DataFrame, phase: str = "search") -> pd.DataFrame:
 def search_ended(store: Store, plan: Plan) -> tuple[int, int]:
     """(search trials that ended, trials the search plans): the confirmation starts only when they are equal."""
     trials = store.read_table("trials")
-    ended = int(phase_rows(trials)["status"].isin(SEARCH_ENDED).sum()) if len(trials) else 0
+    ended = int(phase_rows(trials)["status"].isin(ENDED).sum()) if len(trials) else 0
     return ended, int(plan.search["trials"])
 
 

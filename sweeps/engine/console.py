@@ -47,6 +47,7 @@ from ray import tune
 from sweeps.engine.flags import DEFAULT_PROGRESS_EVERY
 from sweeps.engine.recorder import error_line, outcome, trial_row
 from sweeps.results import progress
+from sweeps.results.store import ENDED
 from sweeps.results.progress import emit  # noqa: F401 (the runner prints through it)
 
 INDENT = " " * len("start  ")  # a trial's title starts here, on start and end lines
@@ -63,10 +64,14 @@ class ConsoleView(tune.Callback):
     seconds and once at the end. It reads the Recorder's plan: its title keys name the trials (the same as
     the --dry-run listing's), its search settings say by which metric and mode the best is."""
 
-    def __init__(self, recorder, progress_every: float = DEFAULT_PROGRESS_EVERY):
+    def __init__(self, recorder, progress_every: float = DEFAULT_PROGRESS_EVERY, since: float | None = None,
+                 final: bool = True):
+        """`since`: time.monotonic() when the phase began, where it spans several Tune runs (the runner's
+        --trials-per-run); `final`: whether this run's end is the phase's (else its summary is a progress one)."""
         plan = recorder.plan
         self.recorder, self.meta, self.keys = recorder, recorder.meta, list(plan.title_keys)
         self.progress_every = float(progress_every)
+        self.since, self.final = since, final
         self.search = dict(plan.search)
         self.planned = self.meta.get("trials", len(plan))
         self.metric = self.search.get("metric")
@@ -90,7 +95,7 @@ class ConsoleView(tune.Callback):
         state = dict(self.__dict__)
         for key in [k for k in state if k.startswith("_")]:
             del state[key]
-        return state
+        return {**state, "since": None}  # another process's clock
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -120,7 +125,7 @@ class ConsoleView(tune.Callback):
         self._guard(self._tick, trials)
 
     def on_experiment_end(self, trials, **info):
-        self._guard(self._summary, trials, "final")
+        self._guard(self._summary, trials, "final" if self.final else "progress")
 
     # --- the lines ---
 
@@ -159,7 +164,7 @@ class ConsoleView(tune.Callback):
 
     def _clock(self) -> None:
         if self._started is None:
-            self._started = time.monotonic()
+            self._started = getattr(self, "since", None) or time.monotonic()
             self._next = self._started + self.progress_every
 
     def _start(self, trials, trial) -> None:
@@ -233,6 +238,22 @@ class ConsoleView(tune.Callback):
             self._ended.add(trial.trial_id)
             if last.get("epoch"):
                 self._result(trial, {k: v for k, v in last.items() if k != "seconds"})
+        self._seed_ended_after_snapshot({trial.trial_id for trial in trials})
+
+    def _seed_ended_after_snapshot(self, known: set[str]) -> None:
+        """Trials of this phase that ended after Ray's last snapshot of a killed run: Ray restored none of them
+        and the feeder does not hand them out again (sweeps/engine/feeder.py), so only their rows tell."""
+        try:
+            rows = self.recorder.store.read_table("trials")
+        except Exception:  # the counts are a view; the summary reads the store itself
+            return
+        if not len(rows) or "plan_index" not in rows.columns:
+            return
+        phase = rows["phase"].fillna("search") if "phase" in rows.columns else "search"
+        ended = rows[(phase == self.recorder.phase) & rows["status"].isin(ENDED) & ~rows["trial_id"].isin(known)]
+        for row in ended.to_dict("records"):
+            self._earlier[row["trial_id"]] = {c: row.get(c) for c in self.columns}
+            self._ended.add(row["trial_id"])
 
     def _guard(self, fn, *args) -> None:
         if self._failed:

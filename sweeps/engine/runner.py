@@ -11,7 +11,6 @@ never written to: what is derived from them lives in the Plan and in RunSettings
 from __future__ import annotations
 
 import os
-import random
 import shlex
 import socket
 import subprocess
@@ -19,11 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from sweeps.engine import search
 from sweeps.engine.flags import DEFAULT_MAX_FAILURES, RunSettings, parse_args  # noqa: F401 (parse_args re-exported)
 from sweeps.engine.grid import Sweep
+from sweeps.engine.phase import Phase
 from sweeps.engine.planner import plan, print_dry_run
 from sweeps.engine.preflight import (check_address, check_cluster_gpus, check_local_gpus, check_resources, check_resume,
                                      check_storage, ray_address)
@@ -170,145 +167,6 @@ def run_sweep(sweep: Sweep, plan: Plan, datasets: dict, store: Store, args, run:
     finally:
         ray.shutdown()
     return summarize(store, elapsed, args, run)
-
-
-class Phase:
-    """One Ray Tune experiment of a sweep: the search (Tune's folder `tune`), or the confirmation of each
-    cell's winner on fresh seeds (folder `confirm`, FIFO). Both write into the one Parquet store, their
-    rows told apart by `phase`; each resumes from its own Tune state."""
-
-    def __init__(self, name: str, plan: Plan, meta: dict, tune_name: str, store: Store, datasets: dict, args,
-                 run: RunSettings):
-        from ray import tune
-
-        from trainables.ray_trainable import run_trial
-        self.name, self.plan, self.meta, self.tune_name = name, plan, {**meta, "phase": name}, tune_name
-        self.store, self.args, self.run = store, args, run
-        settings = plan.search
-        self.trainable = tune.with_resources(
-            tune.with_parameters(run_trial, plan=plan, datasets=datasets, cpus_per_trial=args.cpus_per_trial,
-                                 search=dict(metric=settings["metric"], mode=settings["mode"])),
-            {"cpu": args.cpus_per_trial, "gpu": run.gpus_per_trial})
-        self.verbose = min(args.verbose, 2)  # 0: Ray's trial tables off; the ConsoleView prints instead
-
-    @classmethod
-    def confirming(cls, plan: Plan, meta: dict, confirmation: dict, store: Store, datasets: dict, args, run) -> Phase:
-        from sweeps.engine.confirm import confirm_plan
-        confirming = confirm_plan(plan, confirmation)
-        return cls("confirm", confirming, {**meta, "scheduler": "fifo", "searcher": "grid",
-                                           "trials": len(confirming), "search_keys": []},
-                   "confirm", store, datasets, args, run)
-
-    @property
-    def tune_path(self) -> str:
-        return f"{self.store.uri}/{self.tune_name}"
-
-    def console(self, recorder):  # after the Recorder: it reads the trials row the Recorder has just decided
-        from sweeps.engine.console import ConsoleView
-        return ConsoleView(recorder, self.args.progress_every)
-
-    def restore(self):
-        """This phase's Tuner as the killed driver left it, or None where Ray saved no state for it."""
-        return restore(self.tune_path, self.trainable, self.console, self.verbose)
-
-    def fit(self, restored) -> None:
-        """Run the phase to its end (or to Ctrl-C, which makes fit() return), then fix the rows of trials
-        whose end the callbacks missed (reconcile)."""
-        from sweeps.engine.recorder import reconcile
-        tuner = restored
-        if tuner is None:
-            if self.name == "confirm":  # rows of a confirmation Ray kept no state of: it starts again, from scratch
-                from sweeps.engine.confirm import phase_rows
-                self.store.drop_trials(phase_rows(self.store.read_table("trials"), "confirm")["trial_id"])
-            tuner = self.tuner()
-        results = tuner.fit()  # Ctrl-C makes this return normally; unfinished trials are found by summarize
-        reconcile(self.store, results, self.plan, self.meta)
-
-    def tuner(self):
-        """A new Tuner: a new sweep, a new confirmation, or a resumed one that died before Ray saved any state."""
-        from ray import tune
-
-        from sweeps.engine.recorder import Recorder
-        from sweeps.engine.trackers.callback import callbacks as tracker_callbacks
-        from sweeps.engine.tune_state import SlimTuneState
-        plan, settings, store, run = self.plan, self.plan.search, self.store, self.run
-        adaptive = settings["scheduler"] != "fifo" or settings["searcher"] == "optuna"
-        if settings["scheduler"] == "pbt":  # PBT explores with Python's and numpy's global generators
-            random.seed(settings["search_seed"])
-            np.random.seed(settings["search_seed"])
-        return tune.Tuner(
-            self.trainable,
-            param_space=param_space(plan),
-            # Reusing actors skips a process start (Python, torch, CUDA context: about 10 s a trial on
-            # the 2-core CPU, docs/benchmarks.md) and keeps trainables.fast's compile cache. `train`
-            # sets every piece of process-wide state it relies on, so trials stay independent.
-            tune_config=tune.TuneConfig(
-                reuse_actors=not self.args.fresh_actors, num_samples=settings["trials"] if
-                settings["searcher"] == "optuna" else 1, time_budget_s=settings["time_budget"],
-                # metric/mode here only: Ray raises when the scheduler or searcher has them too
-                metric="objective" if adaptive else None, mode=settings["mode"] if adaptive else None,
-                scheduler=search.make_scheduler(plan), search_alg=search.make_searcher(plan, store.name)),
-            run_config=tune.RunConfig(
-                name=self.tune_name, storage_path=store.uri, verbose=self.verbose,
-                # the trackers (--log) and the console view come after the Recorder: they show the
-                # status it decided
-                callbacks=[recorder := Recorder(store.storage, store.name, self.meta, plan),
-                           *tracker_callbacks(list(run.log), recorder, sorted(plan.sampled)), self.console(recorder),
-                           SlimTuneState()],  # last: it takes the lists out of each result
-                failure_config=tune.FailureConfig(max_failures=run.max_failures),
-                # PBT warns below 3: it must keep the checkpoint a donor is copied from
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if settings["scheduler"] == "pbt" else 2)))
-
-
-def restore(tune_path: str, trainable, console, verbose: int):
-    """The Tuner of an interrupted sweep, or None where Ray saved no state before the driver died. A sweep
-    an earlier version started (its pickled callbacks name classes that have moved or gone) cannot be
-    restored: a ConfigError says so."""
-    from ray import tune
-    if not tune.Tuner.can_restore(tune_path):
-        return None
-    try:
-        tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    except (AttributeError, ImportError) as exc:  # pickle's "Can't get attribute ..." / "No module named ..."
-        raise ConfigError(f"--resume: this sweep was started by an earlier version of the code, whose saved Ray "
-                          f"state this version cannot read ({str(exc).splitlines()[0]}); start it again under a "
-                          "new --name") from None
-    renew_console(tuner, console, verbose)
-    return tuner
-
-
-def renew_console(tuner, console, verbose: int) -> None:
-    """A restored Tuner brings back the first run's callbacks and verbosity (Tuner.restore takes no new
-    RunConfig), so this run's --verbose and --progress-every would be lost. Reach into the restored run
-    config (Tuner._local_tuner: no public way in Ray 2.60) and put a fresh ConsoleView after the restored
-    Recorder, replacing the old one, and a SlimTuneState last."""
-    from sweeps.engine.console import ConsoleView
-    from sweeps.engine.recorder import Recorder
-    from sweeps.engine.tune_state import SlimTuneState
-    local = getattr(tuner, "_local_tuner", None)
-    run_config = local.get_run_config() if local is not None else None
-    if run_config is None:  # Ray client mode: the restored view prints with the first run's settings
-        return
-    run_config.verbose = verbose
-    callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, (ConsoleView, SlimTuneState))]
-    recorder = next((c for c in callbacks if isinstance(c, Recorder)), None)
-    if recorder is not None:
-        run_config.callbacks = callbacks + [console(recorder), SlimTuneState()]
-
-
-def param_space(plan: Plan) -> dict:
-    """What Ray varies. Trials carry an index into the plan (Ray would expand dicts inside grid_search).
-    An Optuna trial also carries the keys the searcher picked; a PBT trial the keys PBT perturbs, starting
-    at its spec's values, since PBT mutates the trial's config in place (Plan.for_trial reads them back)."""
-    from ray import tune
-    settings = plan.search
-    if settings["searcher"] == "optuna":
-        return {"trial": 0, **{k: node.domain() for k, node in plan.sampled.items()}}
-    space = {"trial": tune.grid_search(list(range(len(plan))))}
-    for key in settings.get("pbt_mutate", []):
-        start = [spec.config[key] for spec in plan]
-        space[key] = tune.sample_from(lambda spec, start=start: start[spec.config.trial])
-    return space
 
 
 def summarize(store: Store, elapsed: float, args=None, run: RunSettings | None = None) -> int:

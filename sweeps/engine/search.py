@@ -28,6 +28,9 @@ from trainables.errors import ConfigError
 SEARCHERS = ("grid", "random", "optuna")
 SCOPES = ("cell", "sweep")
 DEFAULT_OPTUNA_TRIALS = 16
+# Tune's experiment state holds every trial (16-20 KB each) and each snapshot writes it whole, so a sweep
+# runs as consecutive Tune runs of at most this many trials (sweeps/engine/runner.py, Phase).
+DEFAULT_TRIALS_PER_RUN = 1000
 METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss")
 
 
@@ -54,6 +57,10 @@ def add_args(p) -> None:
                         "split) again with K seeds no search trial used, for the full epochs")
     g.add_argument("--max-concurrent", type=int, default=4, help="--search optuna: trials in flight at once")
     g.add_argument("--time-budget", type=float, default=None, help="stop starting trials after this many seconds")
+    g.add_argument("--trials-per-run", type=int, default=DEFAULT_TRIALS_PER_RUN, metavar="N",
+                   help="a larger sweep runs as consecutive Ray Tune runs of N trials each, into one store, so "
+                        "Tune's saved state stays small; 0: one run (default %(default)s; --search optuna "
+                        "and --scheduler pbt always use one run)")
     g.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="fifo", help="; ".join(
         f"{k}: {s.summary}" for k, s in SCHEDULERS.items()))
     g.add_argument("--metric", default=None, help=f"what schedulers and searchers optimise: {', '.join(METRICS)} "
@@ -101,6 +108,8 @@ def settings(args, trials, sampled: dict) -> dict:
         raise ConfigError(f"--max-concurrent {args.max_concurrent}: must be >= 1")
     if args.time_budget is not None and args.time_budget <= 0:
         raise ConfigError(f"--time-budget {args.time_budget}: must be > 0 seconds")
+    if args.trials_per_run < 0:
+        raise ConfigError(f"--trials-per-run {args.trials_per_run}: must be >= 1, or 0 for one run")
     adaptive = args.scheduler != "fifo" or searcher == "optuna" or args.confirm is not None
     if adaptive and any(c["task"] != "train" for c in configs):
         raise ConfigError(f"--scheduler {args.scheduler} / --search {searcher} / --confirm: a probe trial reports "
@@ -127,11 +136,17 @@ def settings(args, trials, sampled: dict) -> dict:
                max_concurrent=args.max_concurrent if searcher == "optuna" else None,
                time_budget=args.time_budget, grace_period=args.grace_period,
                reduction_factor=args.reduction_factor, max_t=max_t, search_scope=scope, search_axes=axes,
-               cells=len(sizes))
+               cells=len(sizes), trials_per_run=trials_per_run(args, searcher, len(trials)))
     if args.scheduler == "pbt":
         out.update(pbt_settings(args, trials, searcher, scope, sizes))
     out.update(confirm_settings(args, configs, metric, has_val, bool(sampled or axes)))
     return out
+
+
+def trials_per_run(args, searcher: str, trials: int) -> int | None:
+    """Trials per Tune run, or None for one run: Optuna's studies and PBT's populations live in one run."""
+    split = searcher != "optuna" and args.scheduler != "pbt" and 0 < args.trials_per_run < trials
+    return args.trials_per_run if split else None
 
 
 def scope_settings(args, configs, sampled: dict, searcher: str) -> tuple[str, list[str]]:
@@ -236,12 +251,18 @@ def make_scheduler(plan):
     return PerCellScheduler(lambda: scheduler.build(settings, plan.sampled), lambda trial: cells[trial.config["trial"]])
 
 
-def make_searcher(plan, sweep_name: str):
+def make_searcher(plan, sweep_name: str, rows=None, span: tuple[int, int] | None = None):
     """One seeded Optuna TPE study per grid cell (the plan's trials are the cells' templates) behind one
-    ConcurrencyLimiter, or None for grid/random, whose trials the plan lists."""
+    ConcurrencyLimiter; for grid/random, whose trials the plan lists, a PlanFeeder handing them out in order
+    (sweeps/engine/feeder.py). PBT's perturbed keys start at each trial's planned values. `rows`: where the
+    sweep's trials rows are, (storage, name, phase), for a PlanFeeder restored after a killed driver. `span`:
+    the plan indices [start, end) of one Tune run (default: all)."""
     search = plan.search
     if search["searcher"] != "optuna":
-        return None
+        from sweeps.engine.feeder import AfterSnapshot, PlanFeeder  # Ray
+        start, end = span or (0, len(plan))
+        return PlanFeeder(end, {key: [spec.config[key] for spec in plan] for key in search.get("pbt_mutate", [])},
+                          AfterSnapshot(*rows) if rows else None, start=start)
     from ray.tune.search import ConcurrencyLimiter
 
     from sweeps.engine.cellsearch import PerCellSearcher  # Ray
@@ -256,10 +277,14 @@ def check_resume(search: dict, recorded: dict | None) -> None:
     sweeps/engine/schedulers.py; README, "Search and early stopping")."""
     if recorded is None:
         recorded = dict(searcher="grid", scheduler="fifo", search_seed=0)
-    for key in ("searcher", "scheduler", "search_seed", "metric", "mode", "search_scope", "search_axes", "confirm"):
+    for key in ("searcher", "scheduler", "search_seed", "metric", "mode", "search_scope", "search_axes", "confirm",
+                "trials_per_run"):
         if key in recorded and recorded[key] != search[key]:
             raise ConfigError(f"--resume: this sweep ran with {key}={recorded[key]!r}, not {search[key]!r}; "
                               "resume it with the same flags, or start a new --name")
+    if "trials_per_run" not in recorded and search.get("trials_per_run"):
+        raise ConfigError("--resume: this sweep ran as one Ray Tune run (an earlier version started it); resume it "
+                          "with --trials-per-run 0")
     refusal = SCHEDULERS[search["scheduler"]].refusal
     if refusal:
         raise ConfigError(f"--resume --scheduler {search['scheduler']}: {refusal}; start it again under a new --name")

@@ -66,6 +66,7 @@ TABLES = ("trials", "epochs", "layers", "classes", "confusion", "lineage")
 PER_EPOCH = ("lineage", "confusion", "classes", "layers", "epochs")  # compaction order: epochs last
 PART, PART_TRIALS = "part-", b"sweeps.trials"  # a folded file, and the metadata key listing its trials
 FINAL = ("completed", "diverged", "early_stopped")  # statuses a --resume never runs again
+ENDED = (*FINAL, "error")  # a trials row's statuses once its trial ran out (an error only reruns if Ray restores it)
 EPOCH_COLUMNS = ("trial_id", "sweep", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                  "test_loss", "test_acc", "avg_weight", "lr", "seconds", "it_per_s")
 LAYER_COLUMNS = ("trial_id", "epoch", "layer", "layer_name", "grad_abs_mean", "weight_mean", "weight_std",

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sweeps import depth_grid
-from sweeps.engine import runner, schedulers
+from sweeps.engine import phase, runner, schedulers
 from sweeps.engine.flags import parse_args
 from sweeps.engine.grid import Sweep, axis, cross, variants
 from sweeps.engine.planner import plan
@@ -137,4 +137,4 @@ def test_resuming_a_sweep_an_earlier_version_pickled_is_one_clear_error(tmp_path
     (tmp_path / "tune").mkdir()
     (tmp_path / "tune" / "tuner.pkl").write_bytes(b"\x80\x04csweeps.engine.tune_state\nScalarJsonLogger\n)\x81.")
     with pytest.raises(ConfigError, match="started by an earlier version .* start it again under a new --name"):
-        runner.restore(str(tmp_path / "tune"), lambda config: None, None, 0)
+        phase.restore(str(tmp_path / "tune"), lambda config: None, None, 0)

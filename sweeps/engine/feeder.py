@@ -1,0 +1,102 @@
+"""The plan's trials handed to Tune in order, one per `suggest()`, at O(1) each (issue 25).
+
+The runner used to give Tune `{"trial": tune.grid_search(list(range(n)))}`. Tune's variant generator
+deep-copies the whole spec, index list included, for every trial it makes: O(n) per trial, so O(n^2) per
+sweep (1.4 s at 1,000 trials, about 140 s at 10,000; docs/benchmarks.md). The runner already holds the
+whole plan, so a Searcher that counts is all Tune needs: trial i gets `{"trial": i}` (and, under PBT, the
+starting values of the keys PBT perturbs, which PBT then rewrites in the trial's config). A sweep split into
+several Tune runs (sweeps/engine/phase.py) has one feeder per run, for its span of plan indices.
+
+Resume: Tune saves the searcher with its experiment state in the same snapshot as the trials, and on
+`Tuner.restore` calls `restore()`: the count goes on from where the trials Tune restored end, and the draws
+stay those of the plan. Tune snapshots every 10 s or more, so a killed driver has usually handed out trials
+after its last snapshot, which Tune's state does not hold but the Parquet store does, under trial ids Tune
+will not use again. `AfterSnapshot` settles them from the store's trials rows (each carries its
+`plan_index`): a trial that ended is not handed out again, and the rows of one that had not are deleted
+before it starts again from scratch. So every planned trial ends with one row, whenever the driver died.
+
+Ray is imported at the top: the class must subclass Searcher. Import this module only inside functions
+of modules that must stay Ray-free.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from ray.tune.search import Searcher
+
+from sweeps.results.store import ENDED, PHASE, Store
+
+
+class AfterSnapshot:
+    """The sweep's trials rows of the plan indices handed out after Tune's last snapshot. Strings only, so it
+    pickles with the Tuner (tuner.pkl) and reads the store when the sweep is restored."""
+
+    def __init__(self, storage: str, name: str, phase: str):
+        self.storage, self.name, self.phase = storage, name, phase
+
+    def settle(self, first: int, end: int) -> set[int]:
+        """Plan indices in [first, end) that ended (not to be handed out again); rows of those that had not
+        are deleted."""
+        store = Store(self.storage, self.name)
+        trials = store.read_table("trials")
+        if "plan_index" not in trials.columns or not len(trials):
+            return set()
+        phase = trials[PHASE].fillna("search") if PHASE in trials.columns else "search"
+        later = trials[(phase == self.phase) & (trials["plan_index"] >= first) & (trials["plan_index"] < end)]
+        ended = later["status"].isin(ENDED)
+        store.drop_trials(later.loc[~ended, "trial_id"].tolist())
+        return {int(i) for i in later.loc[ended, "plan_index"]}
+
+
+class PlanFeeder(Searcher):
+    """Suggests trial start, start + 1, ..., size - 1 of the plan, then FINISHED (one Tune run's share)."""
+
+    def __init__(self, size: int, starts: Mapping[str, Sequence] | None = None, rows: AfterSnapshot | None = None,
+                 start: int = 0):
+        super().__init__()
+        self._size, self._start, self._next = size, start, start
+        self._starts = dict(starts or {})  # key -> the value of each plan trial, by plan index
+        self._rows = rows
+        self._ended: set[int] = set()  # plan indices that ended after Tune's last snapshot (a restored sweep)
+
+    @property
+    def handed_out(self) -> int:
+        return self._next - self._start
+
+    def settle(self) -> None:
+        """Before a resumed run hands anything out: skip the trials from here on that ended, and delete the
+        rows of those that had not (AfterSnapshot). Restore does this itself; the runner calls it for a run
+        that Ray saved no state of."""
+        if self._rows is not None:
+            self._ended = self._rows.settle(self._next, self._size)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        # Nothing is searched here: the plan fixed every trial. Accepting lets Tune pass the scheduler's
+        # metric and mode (an ASHA or PBT sweep) without refusing this searcher.
+        return True
+
+    def suggest(self, trial_id: str):
+        while self._next in self._ended:
+            self._next += 1
+        if self._next >= self._size:
+            return Searcher.FINISHED
+        index, self._next = self._next, self._next + 1
+        return {"trial": index, **{key: values[index] for key, values in self._starts.items()}}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass  # the plan does not learn from results
+
+    # Three numbers, whatever the sweep's size; plain JSON, so a saved state is readable and never unpickles code.
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "w") as file:
+            json.dump({"start": self._start, "size": self._size, "next": self._next}, file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path) as file:
+            state = json.load(file)
+        if (state["start"], state["size"]) != (self._start, self._size):  # it would skip or repeat trials
+            raise ValueError(f"PlanFeeder.restore: the saved state hands out plan trials {state['start']} to "
+                             f"{state['size'] - 1}, this one {self._start} to {self._size - 1}")
+        self._next = int(state["next"])
+        self.settle()
