@@ -3,9 +3,9 @@
 The runner used to give Tune `{"trial": tune.grid_search(list(range(n)))}`. Tune's variant generator
 deep-copies the whole spec, index list included, for every trial it makes: O(n) per trial, so O(n^2) per
 sweep (1.4 s at 1,000 trials, about 140 s at 10,000; docs/benchmarks.md). The runner already holds the
-whole plan, so a Searcher that counts is all Tune needs: trial i gets `{"trial": i}` (and, under PBT, the
-starting values of the keys PBT perturbs, which PBT then rewrites in the trial's config). A sweep split into
-several Tune runs (sweeps/engine/phase.py) has one feeder per run, for its span of plan indices.
+whole plan, so a Searcher that counts is all Tune needs: trial i gets `{"trial": i}`. A sweep split into
+several Tune runs (sweeps/engine/phase.py) has one feeder per run, for its span of plan indices. (Ray's PBT
+refuses any search algorithm: a PBT population, small by nature, still comes from grid_search.)
 
 Resume: Tune saves the searcher with its experiment state in the same snapshot as the trials, and on
 `Tuner.restore` calls `restore()`: the count goes on from where the trials Tune restored end, and the draws
@@ -21,8 +21,6 @@ of modules that must stay Ray-free.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-
 from ray.tune.search import Searcher
 
 from sweeps.results.store import ENDED, PHASE, Store
@@ -52,11 +50,9 @@ class AfterSnapshot:
 class PlanFeeder(Searcher):
     """Suggests trial start, start + 1, ..., size - 1 of the plan, then FINISHED (one Tune run's share)."""
 
-    def __init__(self, size: int, starts: Mapping[str, Sequence] | None = None, rows: AfterSnapshot | None = None,
-                 start: int = 0):
+    def __init__(self, size: int, rows: AfterSnapshot | None = None, start: int = 0):
         super().__init__()
         self._size, self._start, self._next = size, start, start
-        self._starts = dict(starts or {})  # key -> the value of each plan trial, by plan index
         self._rows = rows
         self._ended: set[int] = set()  # plan indices that ended after Tune's last snapshot (a restored sweep)
 
@@ -73,7 +69,7 @@ class PlanFeeder(Searcher):
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         # Nothing is searched here: the plan fixed every trial. Accepting lets Tune pass the scheduler's
-        # metric and mode (an ASHA or PBT sweep) without refusing this searcher.
+        # metric and mode (an ASHA sweep) without refusing this searcher.
         return True
 
     def suggest(self, trial_id: str):
@@ -82,7 +78,7 @@ class PlanFeeder(Searcher):
         if self._next >= self._size:
             return Searcher.FINISHED
         index, self._next = self._next, self._next + 1
-        return {"trial": index, **{key: values[index] for key, values in self._starts.items()}}
+        return {"trial": index}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass  # the plan does not learn from results

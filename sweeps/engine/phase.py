@@ -147,7 +147,8 @@ class Phase:
             # sets every piece of process-wide state it relies on, so trials stay independent.
             tune_config=tune.TuneConfig(
                 reuse_actors=not self.args.fresh_actors, time_budget_s=budget,
-                num_samples=settings["trials"] if settings["searcher"] == "optuna" else end - start,
+                num_samples=settings["trials"] if settings["searcher"] == "optuna" else
+                1 if settings["scheduler"] == "pbt" else end - start,  # PBT: the grid_search makes the trials
                 # metric/mode here only: Ray raises when the scheduler or searcher has them too
                 metric="objective" if adaptive and not told else None,
                 mode=settings["mode"] if adaptive and not told else None,
@@ -213,8 +214,18 @@ def renew_console(tuner, console, verbose: int) -> None:
 def param_space(plan: Plan) -> dict:
     """What Tune's config starts from: every trial's config is this plus its searcher's suggestion. Trials
     carry an index into the plan (sweeps/engine/feeder.py hands them out; Ray would expand dicts inside
-    the configs). An Optuna trial also carries the keys the searcher picks, a PBT trial the keys PBT
-    perturbs (Plan.for_trial reads them back)."""
-    if plan.search["searcher"] == "optuna":
+    the configs). An Optuna trial also carries the keys the searcher picks. Ray's PBT refuses searchers, so
+    a PBT population comes from a grid_search over the indices, each trial carrying the keys PBT perturbs,
+    starting at its spec's values, since PBT mutates the trial's config in place (Plan.for_trial reads them
+    back)."""
+    from ray import tune
+    settings = plan.search
+    if settings["searcher"] == "optuna":
         return {"trial": 0, **{k: node.domain() for k, node in plan.sampled.items()}}
-    return {"trial": 0}
+    if settings["scheduler"] != "pbt":
+        return {"trial": 0}
+    space = {"trial": tune.grid_search(list(range(len(plan))))}
+    for key in settings.get("pbt_mutate", []):
+        start = [spec.config[key] for spec in plan]
+        space[key] = tune.sample_from(lambda spec, start=start: start[spec.config.trial])
+    return space

@@ -254,15 +254,16 @@ def make_scheduler(plan):
 def make_searcher(plan, sweep_name: str, rows=None, span: tuple[int, int] | None = None):
     """One seeded Optuna TPE study per grid cell (the plan's trials are the cells' templates) behind one
     ConcurrencyLimiter; for grid/random, whose trials the plan lists, a PlanFeeder handing them out in order
-    (sweeps/engine/feeder.py). PBT's perturbed keys start at each trial's planned values. `rows`: where the
+    (sweeps/engine/feeder.py); None under PBT, which refuses search algorithms. `rows`: where the
     sweep's trials rows are, (storage, name, phase), for a PlanFeeder restored after a killed driver. `span`:
     the plan indices [start, end) of one Tune run (default: all)."""
     search = plan.search
+    if search["scheduler"] == "pbt":
+        return None
     if search["searcher"] != "optuna":
         from sweeps.engine.feeder import AfterSnapshot, PlanFeeder  # Ray
         start, end = span or (0, len(plan))
-        return PlanFeeder(end, {key: [spec.config[key] for spec in plan] for key in search.get("pbt_mutate", [])},
-                          AfterSnapshot(*rows) if rows else None, start=start)
+        return PlanFeeder(end, AfterSnapshot(*rows) if rows else None, start=start)
     from ray.tune.search import ConcurrencyLimiter
 
     from sweeps.engine.cellsearch import PerCellSearcher  # Ray

@@ -28,12 +28,6 @@ def test_hands_out_each_plan_index_once_in_order_then_finishes():
     assert feeder.suggest("again") == Searcher.FINISHED and feeder.handed_out == 5
 
 
-def test_pbt_keys_start_at_each_trials_planned_value():
-    feeder = PlanFeeder(3, {"lr": [0.1, 0.2, 0.3], "wd": [0, 1e-4, 1e-3]})
-    assert drain(feeder) == [{"trial": 0, "lr": 0.1, "wd": 0}, {"trial": 1, "lr": 0.2, "wd": 1e-4},
-                             {"trial": 2, "lr": 0.3, "wd": 1e-3}]
-
-
 def test_accepts_the_schedulers_metric_and_mode():
     assert PlanFeeder(2).set_search_properties("objective", "max", {"trial": 0}) is True
 
