@@ -3,7 +3,7 @@
 A phase's trials go to Tune in plan order through a PlanFeeder (sweeps/engine/feeder.py). Tune keeps every
 trial of a run in its experiment state, 16-20 KB each, and writes that state whole at every snapshot: 16 MB
 per snapshot at 1,000 trials, 160 MB at 10,000 (docs/benchmarks.md). So a search of more than
-`--trials-per-run` trials (default 1,000) runs as consecutive Tune runs of that many trials, in the Tune
+`--trials-per-run` trials (default 5,000) runs as consecutive Tune runs of that many trials, in the Tune
 folders `tune`, `tune-2`, `tune-3`, ..., all writing into the one Parquet store, with one console whose
 counts and clock span the phase. The state any snapshot writes is then bounded by the run size.
 

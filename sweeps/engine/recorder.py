@@ -114,13 +114,15 @@ class Recorder(tune.Callback):
         self.tune_lines: dict[str, dict[int, str]] = {}  # trial_id -> {epoch: its result.json line}, running trials
         self.environments: set[str] = set()  # env_ids this driver has filed in sweep.json
         self._outbox = None  # the queue of writes (made at the first write or at setup)
+        self.restored = False  # unpickled by Tuner.restore: a resumed sweep
 
     _outbox = None  # a Recorder pickled by an earlier version has none
+    restored = True  # ... nor this
 
     def __getstate__(self):
         state = {k: v for k, v in self.__dict__.items() if k not in ("_pool", "_pending")}
         return {**state, "_store": None, "_outbox": None, "latencies": [], "written": {}, "foldable": [],
-                "tune_lines": {}, "environments": set()}
+                "tune_lines": {}, "environments": set(), "restored": True}
 
     @property
     def phase(self) -> str:
@@ -312,7 +314,8 @@ class Recorder(tune.Callback):
                 copies.setdefault(table, {})[trial_id] = data
         store = self.store
         lease.check(store.uri, strict=True)  # a fold deletes the trials' files: only while the lease is ours
-        self._submit("fold", lambda: store.fold([t for t, _ in batch], copies))
+        # a restored Recorder (a resumed sweep) may see trials again that the killed driver had folded
+        self._submit("fold", lambda: store.fold([t for t, _ in batch], copies, refolds=self.restored))
 
 
 def record_environment(store: Store, env_id: str, text: str) -> None:

@@ -96,6 +96,9 @@ def describe_data(datasets: dict, plan: Plan) -> dict[str, str]:
     return out
 
 
+PENDING = "TUNE_MAX_PENDING_TRIALS_PG"
+
+
 def run_sweep(sweep: Sweep, plan: Plan, datasets: dict, store: Store, args, run: RunSettings) -> int:
     import ray
 
@@ -121,8 +124,14 @@ def run_sweep(sweep: Sweep, plan: Plan, datasets: dict, store: Store, args, run:
     except (ConnectionError, ValueError) as exc:
         raise ConfigError(f"--address {run.address}: cannot join that Ray cluster "
                           f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+    pending = os.environ.get(PENDING)
     try:
         check_cluster_gpus(run.gpus_per_trial, ray.nodes())  # before anything is written
+        if pending is None:
+            # Tune keeps one trial pending for a searcher other than its own variant generator (it would wait
+            # for results), which starts trials one at a time. The plan's feeder (sweeps/engine/feeder.py)
+            # waits for nothing: as many pending as Tune allows a grid, by Tune's own rule for that.
+            os.environ[PENDING] = str(max(200, int(ray.cluster_resources().get("CPU", 1.0) * 1.1)))
         # A resumed sweep whose search ended goes on with its recorded confirmation (sweeps/engine/confirm.py).
         confirmation = store.read_json("sweep.json").get("confirmation") if args.resume else None
         phases = [Phase("search", plan, meta, "tune", store, datasets, args, run)] if confirmation is None else []
@@ -166,6 +175,8 @@ def run_sweep(sweep: Sweep, plan: Plan, datasets: dict, store: Store, args, run:
         elapsed = time.perf_counter() - started
     finally:
         ray.shutdown()
+        if pending is None:
+            os.environ.pop(PENDING, None)
     return summarize(store, elapsed, args, run)
 
 

@@ -29,8 +29,9 @@ SEARCHERS = ("grid", "random", "optuna")
 SCOPES = ("cell", "sweep")
 DEFAULT_OPTUNA_TRIALS = 16
 # Tune's experiment state holds every trial (16-20 KB each) and each snapshot writes it whole, so a sweep
-# runs as consecutive Tune runs of at most this many trials (sweeps/engine/runner.py, Phase).
-DEFAULT_TRIALS_PER_RUN = 1000
+# runs as consecutive Tune runs of at most this many trials (sweeps/engine/phase.py). Each new run starts
+# its trial actors again (about 60 s for 16 on the 2-core bench machine), hence runs this large.
+DEFAULT_TRIALS_PER_RUN = 5000
 METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss")
 
 

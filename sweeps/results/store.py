@@ -233,13 +233,18 @@ class Store:
         parts = [f for f in files if f.startswith(PART)]
         loose = {f[:-8] for f in files if "/" not in f and f not in parts} | set(live)
         stale = {f"{t}.parquet" for t in live} & set(files)
-        overlap = {p: ids & loose for p in parts if (ids := set(self.part_trials(table, p))) & loose}
+        held = {p: set(self.part_trials(table, p)) for p in parts}
+        newest = {trial_id: p for p in sorted(parts) for trial_id in held[p]}  # part names sort by fold time
+        # a trial in a part and in its own files (a crash mid-fold), or in two parts (run again after a resume,
+        # then folded again): its own files, else its newest part, win
+        overlap = {p: dropped for p, ids in held.items()
+                   if (dropped := (ids & loose) | {t for t in ids if newest[t] != p})}
         data = self._read_files([f for f in files if f not in stale and f not in overlap], table)
         for rel in sorted(stale):  # a crash left both forms: the epoch files win
             older = self._read_files([rel], table)
             keep = pc.invert(pc.is_in(older["epoch"], pa.array(sorted(live[rel[:-8]]), older["epoch"].type)))
             data = _concat([data, older.filter(keep)])
-        for rel, ids in sorted(overlap.items()):  # a crash mid-fold: the trial's own files win
+        for rel, ids in sorted(overlap.items()):
             folded = self._read_files([rel], table)
             data = _concat([data, folded.filter(pc.invert(pc.is_in(folded["trial_id"], pa.array(sorted(ids)))))])
         if data is None or not data.num_rows:
@@ -367,15 +372,16 @@ class Store:
             self.fold(trials.loc[trials["status"].isin(FINAL), "trial_id"])
         return self.read_table("trials") if len(trials) else trials
 
-    def fold(self, trial_ids, copies: dict | None = None) -> list[str]:
+    def fold(self, trial_ids, copies: dict | None = None, refolds: bool = True) -> list[str]:
         """Merge these trials' compacted files into one `part-...parquet` per table, which lists them in its
         metadata, then delete their files. Only trials that never run again (FINAL: not `error` or `stopped`,
         which a --resume restarts) belong here; a finished 10,000-trial sweep then reads as a few files.
 
         `copies` ({table: {trial_id: Arrow table}}, the Recorder's copy of what it compacted) saves reading
-        the files back; the folder is then not listed either. Returns the trials folded."""
+        the files back; the folder is then not listed either, unless `refolds`: some of the trials may have
+        been folded before (a resumed sweep), and their older parts must lose them. Returns the trials folded."""
         wanted, folded = set(trial_ids), set()
-        tag = f"{PART}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        tag = f"{PART}{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}-{uuid.uuid4().hex[:6]}"
         for table in TABLES:
             if copies is not None:
                 mine = copies.get(table, {})
@@ -392,9 +398,30 @@ class Store:
                 continue
             meta = {**(data.schema.metadata or {}), PART_TRIALS: json.dumps(ids).encode()}
             self.write_table(table, tag, data.replace_schema_metadata(meta))
+            if refolds:
+                self._drop_from_older_parts(table, f"{tag}.parquet", set(ids))
             self._delete([self.path(f"{table}.parquet/{t}.parquet") for t in ids], [])
             folded |= set(ids)
         return sorted(folded)
+
+    def _drop_from_older_parts(self, table: str, newest: str, ids: set[str]) -> None:
+        """A trial folded before, run again after a resume (Ray's snapshot had it unfinished) and folded
+        again: its older part is rewritten without it, so that plain Parquet readers see it once too. (Until
+        then, or after a crash here, read_table takes the newest part.)"""
+        for rel in self.files(table, recursive=False):
+            if not rel.startswith(PART) or rel == newest:
+                continue
+            held = self.part_trials(table, rel)
+            if not ids & set(held):
+                continue
+            data = self._read_files([rel], table)
+            keep = [t for t in held if t not in ids]
+            if keep:
+                meta = {**(data.schema.metadata or {}), PART_TRIALS: json.dumps(keep).encode()}
+                rest = data.filter(pc.is_in(data["trial_id"], pa.array(keep))).replace_schema_metadata(meta)
+                self.write_table(table, rel[:-8], rest)
+            else:
+                self._delete([self.path(f"{table}.parquet/{rel}")], [])
 
     def drop_trials(self, trial_ids) -> None:
         """Delete every row of these unfolded trials (a run Ray kept no state of, about to be started again

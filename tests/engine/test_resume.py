@@ -113,13 +113,7 @@ def test_sigkilled_driver_resumes_without_loss_or_duplicates(tmp_path):
     # 2. Without --resume the name is taken; with it the sweep continues.
     taken = subprocess.run(argv, env=env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert taken.returncode == 2 and "--resume" in taken.stderr
-    second = subprocess.Popen([*argv, "--resume"], env=env(), cwd=tmp_path, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = second.communicate(timeout=400)
-    finally:
-        kill_group(second)
-    assert second.returncode == 0, output[-3000:]
+    resume_to_the_end(argv, tmp_path, timeout=400)
 
     final = load(sweep)
     assert_one_row_each(final, 4)
@@ -170,6 +164,18 @@ def kill_driver_when(argv: list[str], sweep: Path, cwd: Path, ready):
     finally:
         kill_group(first)
     return found
+
+
+def resume_to_the_end(argv: list[str], cwd: Path, timeout: float) -> str:
+    """Run the sweep `argv` with --resume in its own process group; it must exit 0. Returns its output."""
+    second = subprocess.Popen([*argv, "--resume"], env=env(), cwd=cwd, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = second.communicate(timeout=timeout)
+    finally:
+        kill_group(second)
+    assert second.returncode == 0, output[-3000:]
+    return output
 
 
 def kill_group(proc: subprocess.Popen) -> None:

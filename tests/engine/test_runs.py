@@ -3,7 +3,6 @@ how the plan splits, which sweeps split, the resume refusals, and real sweeps sp
 trial once, one console, one scheduler for all the runs, and a driver killed in the second run resumed."""
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
@@ -15,7 +14,7 @@ from sweeps.engine.phase import run_spans
 from sweeps.engine.runner import main, parse_args, plan
 from sweeps.engine.space import loguniform
 from sweeps.results.store import Store
-from tests.engine.test_resume import env, kill_group
+from tests.engine.test_resume import kill_driver_when, resume_to_the_end
 from trainables.errors import ConfigError
 
 TINY = dict(dataset="synthetic", model="cnn", depth=1, width=8, batch_size=32, augment=False, train_subset=64,
@@ -35,7 +34,7 @@ def settings_of(sweep: Sweep, *flags: str) -> dict:
 
 def test_grid_and_random_sweeps_split_optuna_and_pbt_stay_in_one_run():
     assert settings_of(TEN, "--trials-per-run", "4")["trials_per_run"] == 4
-    assert settings_of(TEN)["trials_per_run"] is None  # 10 trials: below the default 1,000
+    assert settings_of(TEN)["trials_per_run"] is None  # 10 trials: below the default 5,000
     assert settings_of(TEN, "--trials-per-run", "0")["trials_per_run"] is None
     sampled = Sweep(study="runs", description="sampled", fixed=dict(TINY, val_size=32),
                     grid=cross(axis("depth", [1, 2]), loguniform("lr", 1e-4, 1e-1)))
@@ -107,15 +106,8 @@ def test_a_driver_killed_in_the_second_run_resumes_with_every_trial_once(tmp_pat
         trials = tables["trials"]
         return trials if len(trials) and (trials["plan_index"] >= 4).any() else None
 
-    from tests.engine.test_resume import kill_driver_when
     before = kill_driver_when(argv, tmp_path / "res" / "killable", tmp_path, second_run_started)
-    second = subprocess.Popen([*argv, "--resume"], env=env(), cwd=tmp_path, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = second.communicate(timeout=600)
-    finally:
-        kill_group(second)
-    assert second.returncode == 0, output[-3000:]
+    resume_to_the_end(argv, tmp_path, timeout=600)
     trials = store.read_table("trials")
     assert sorted(trials["plan_index"]) == sorted(trials["seed"]) == list(range(12))
     assert set(trials["status"]) == {"completed"}

@@ -220,3 +220,22 @@ def test_compaction_from_the_recorders_copy_still_keeps_an_earlier_drivers_epoch
     assert listed and set(listed) == {"a"}  # its own folders only
     assert store.files("epochs") == ["a.parquet"]
     assert list(store.read_table("epochs")["epoch"]) == [1, 2, 3]
+
+
+def test_a_trial_folded_then_run_again_and_folded_again_reads_once_by_both_readers(tmp_path):
+    """After a resume Ray may rerun a trial its snapshot had as unfinished although the killed driver had
+    finished and folded it: folded again, it must not show twice (tests/engine/test_resume_scale.py)."""
+    store = Store(str(tmp_path), "s")
+    for trial_id in ("a", "b"):
+        store.write_epoch("epochs", trial_id, 1, [epoch_rows(trial_id, 1, 0.5)])
+        store.compact_trial(trial_id)
+        store.write_rows("trials", trial_id, [dict(trial_id=trial_id, status="completed")])
+    store.fold(["a", "b"])
+    store.write_epoch("epochs", "a", 1, [epoch_rows("a", 1, 0.9)])  # run again
+    store.compact_trial("a")
+    store.write_rows("trials", "a", [dict(trial_id="a", status="completed")])
+    store.fold(["a"])
+    epochs = frame(store, "epochs")
+    assert list(epochs["trial_id"]) == ["a", "b"] and list(epochs["val_acc"]) == [0.9, 0.5]
+    assert sorted(pd.read_parquet(tmp_path / "s" / "epochs.parquet")["val_acc"]) == [0.5, 0.9]
+    assert sorted(pd.read_parquet(tmp_path / "s" / "trials.parquet")["trial_id"]) == ["a", "b"]
