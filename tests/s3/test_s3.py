@@ -92,5 +92,9 @@ def ray_statuses(sweep: str) -> dict:
     if newest is None:
         return {}
     with store.fs.open_input_stream(newest) as f:
-        state = json.loads(f.readall())
+        raw = f.readall()
+    try:
+        state = json.loads(raw)
+    except ValueError:  # caught mid-upload (the feeder now lets Ray snapshot more often): not caught up yet
+        return {}
     return {trial["trial_id"]: trial["status"] for trial in (json.loads(t[0]) for t in state["trial_data"])}
