@@ -79,13 +79,15 @@ def read_tensorboard(folder) -> dict[str, dict]:
     return runs
 
 
-def by_trial(runs: dict) -> dict:
-    """Run name -> trial id (names end with _<trial_id>, and trial ids hold one underscore)."""
-    return {"_".join(name.split("_")[-2:]): run for name, run in runs.items()}
+def by_trial(runs: dict, trial_ids) -> dict:
+    """{trial id: run}: a run's name is its varied keys, "_", then its trial id (which may hold "_" itself)."""
+    found = {tid: run for tid in trial_ids for name, run in runs.items() if name.endswith(f"_{tid}")}
+    assert len(found) == len(runs), (sorted(runs), list(trial_ids))
+    return found
 
 
 def assert_scalars_match_parquet(runs: dict, epochs: pd.DataFrame) -> None:
-    for trial_id, run in by_trial(runs).items():
+    for trial_id, run in by_trial(runs, epochs["trial_id"].unique()).items():
         mine = epochs[epochs["trial_id"] == trial_id].set_index("epoch")
         assert len(mine), trial_id
         for column in SCALARS:
@@ -105,7 +107,7 @@ def test_tensorboard_scalars_equal_parquet_and_runs_are_named_by_their_varied_ke
     runs = read_tensorboard(logged["sweep"] / "tensorboard")
     assert sorted(runs) == sorted(f"case={case}_{tid}" for tid, case in trials["case"].items())
     assert_scalars_match_parquet(runs, logged["epochs"])
-    for trial_id, run in by_trial(runs).items():
+    for trial_id, run in by_trial(runs, trials.index).items():
         row = trials.loc[trial_id]
         assert run["hparams"]["status"] == row["status"] and run["hparams"]["lr"] == pytest.approx(row["lr"])
         assert run["hparams"]["case"] == row["case"] and run["hparams"]["bn"] == "False"
@@ -118,7 +120,7 @@ def test_tensorboard_scalars_equal_parquet_and_runs_are_named_by_their_varied_ke
                 tag = f"{diagnostic}/{layer['layer']:02d}_{layer['layer_name']}"
                 if not math.isnan(layer[diagnostic]):
                     assert run["scalars"][tag][layer["epoch"]] == pytest.approx(layer[diagnostic], rel=1e-6)
-    ok = by_trial(runs)[trials.index[trials["case"] == "ok"][0]]["scalars"]
+    ok = by_trial(runs, trials.index)[trials.index[trials["case"] == "ok"][0]]["scalars"]
     assert {"grad_abs_mean/00_conv1", "update_ratio/01_conv2", "dead_fraction/00_conv1"} <= set(ok)
 
 
