@@ -49,8 +49,10 @@ class PerCellSearcher(Searcher):
     cell's template trial, in cell order. `seed`: the sweep's --search-seed (see cell_seed).
     """
 
-    def __init__(self, space: dict, templates: list[int], trials_per_cell: int, seed: int, study_name: str = "sweep"):
+    def __init__(self, space: dict, templates: list[int], trials_per_cell: int, seed: int, study_name: str = "sweep",
+                 rows=None):
         super().__init__(metric=None, mode=None)
+        self._rows = rows  # sweeps.engine.feeder.AfterSnapshot: the sweep's rows, settled on restore
         templates = list(templates)
         if not templates:
             raise ValueError("PerCellSearcher: no grid cells (templates is empty)")
@@ -184,4 +186,14 @@ class PerCellSearcher(Searcher):
         if mine != theirs:
             raise ValueError(f"PerCellSearcher.restore: the saved searcher has (templates, trials_per_cell, seed, "
                              f"keys) = {theirs}, this one {mine}")
+        rows = self._rows
         self.__dict__.update(state)
+        self._rows = rows
+        # Trials suggested after Tune's last snapshot have rows on storage under trial ids Tune will not run
+        # again, and this state does not count them against their cells: delete those rows, and their cells
+        # draw again, so each cell still ends with exactly trials_per_cell trials.
+        if rows is not None:
+            dropped = rows.drop_unknown(self._cell_of)
+            if dropped:
+                logger.info("PerCellSearcher: %d trial(s) started after Ray's last snapshot are drawn again: %s",
+                            len(dropped), ", ".join(dropped))

@@ -47,6 +47,19 @@ class AfterSnapshot:
         return {int(i) for i in later.loc[ended, "plan_index"]}
 
 
+    def drop_unknown(self, known) -> list[str]:
+        """Delete the rows of this phase's trials whose ids are not in `known` (the trials a searcher had
+        suggested at Tune's last snapshot): Tune will never run those trial ids again. Returns the ids dropped."""
+        store = Store(self.storage, self.name)
+        trials = store.read_table("trials")
+        if not len(trials):
+            return []
+        phase = trials[PHASE].fillna("search") if PHASE in trials.columns else "search"
+        unknown = sorted(set(trials.loc[phase == self.phase, "trial_id"]) - set(known))
+        store.drop_trials(unknown)
+        return unknown
+
+
 class PlanFeeder(Searcher):
     """Suggests trial start, start + 1, ..., size - 1 of the plan, then FINISHED (one Tune run's share)."""
 

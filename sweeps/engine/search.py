@@ -256,7 +256,7 @@ def make_searcher(plan, sweep_name: str, rows=None, span: tuple[int, int] | None
     """One seeded Optuna TPE study per grid cell (the plan's trials are the cells' templates) behind one
     ConcurrencyLimiter; for grid/random, whose trials the plan lists, a PlanFeeder handing them out in order
     (sweeps/engine/feeder.py); None under PBT, which refuses search algorithms. `rows`: where the
-    sweep's trials rows are, (storage, name, phase), for a PlanFeeder restored after a killed driver. `span`:
+    sweep's trials rows are, (storage, name, phase), for a searcher restored after a killed driver. `span`:
     the plan indices [start, end) of one Tune run (default: all)."""
     search = plan.search
     if search["scheduler"] == "pbt":
@@ -268,9 +268,11 @@ def make_searcher(plan, sweep_name: str, rows=None, span: tuple[int, int] | None
     from ray.tune.search import ConcurrencyLimiter
 
     from sweeps.engine.cellsearch import PerCellSearcher  # Ray
+    from sweeps.engine.feeder import AfterSnapshot  # Ray
     # In-memory Optuna storage: a persistent one with the default study name would merge sweeps.
     searcher = PerCellSearcher({k: node.domain() for k, node in plan.sampled.items()}, list(range(len(plan))),
-                               search["trials_per_cell"], search["search_seed"], study_name=sweep_name)
+                               search["trials_per_cell"], search["search_seed"], study_name=sweep_name,
+                               rows=AfterSnapshot(*rows) if rows else None)
     return ConcurrencyLimiter(searcher, max_concurrent=search["max_concurrent"])
 
 

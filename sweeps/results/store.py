@@ -424,10 +424,11 @@ class Store:
                 self._delete([self.path(f"{table}.parquet/{rel}")], [])
 
     def drop_trials(self, trial_ids) -> None:
-        """Delete every row of these unfolded trials (a run Ray kept no state of, about to be started again
-        under new trial ids: its rows would otherwise stay beside the new ones)."""
-        files, folders = [], []
+        """Delete every row of these trials, unfolded or folded (trials Ray kept no state of, about to be
+        started again under new trial ids: their rows would otherwise stay beside the new ones)."""
+        files, folders, ids = [], [], set(trial_ids)
         for table in TABLES:
+            self._drop_from_older_parts(table, "", ids)
             infos = self._list(table)
             names = {i.base_name: i.type for i in infos}
             for trial_id in trial_ids:

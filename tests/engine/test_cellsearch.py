@@ -193,6 +193,39 @@ def test_save_and_restore_continue_each_cell_within_its_budget(tmp_path):
     assert sum(s.count(optuna.trial.TrialState.COMPLETE) for s in states) == 5
 
 
+def test_restore_deletes_the_rows_of_trials_suggested_after_the_snapshot_and_their_cells_draw_again(tmp_path):
+    """A driver killed after Tune's last snapshot had started t3 (ended, folded) and t4 (running): Tune will
+    not run those trial ids again, so their rows go, wherever they are, and their cells draw again."""
+    from sweeps.engine.feeder import AfterSnapshot
+    from sweeps.results.store import Store
+
+    first = ready()
+    configs = {f"t{i}": first.suggest(f"t{i}") for i in range(5)}
+    snapshot = tmp_path / "searcher.pkl"
+    at_snapshot = ready()  # Tune's last snapshot: taken after t0..t2 were suggested
+    for i in range(3):
+        assert at_snapshot.suggest(f"t{i}") == configs[f"t{i}"]
+    at_snapshot.save(str(snapshot))
+
+    store = Store(str(tmp_path), "s")
+    rows = [("t0", "completed", "search"), ("t1", "completed", "search"), ("t2", "running", "search"),
+            ("t3", "completed", "search"), ("t4", "running", "search"), ("c0", "completed", "confirm")]
+    for trial_id, status, phase in rows:
+        store.write_rows("trials", trial_id, [dict(trial_id=trial_id, status=status, phase=phase)])
+        store.write_epoch("epochs", trial_id, 1, [dict(trial_id=trial_id, epoch=1, phase=phase)])
+    for trial_id in ("t0", "t3", "c0"):
+        store.compact_trial(trial_id)
+    store.fold(["t0", "t3", "c0"])
+
+    second = PerCellSearcher(SPACE, TEMPLATES, PER_CELL, seed=0, rows=AfterSnapshot(str(tmp_path), "s", "search"))
+    second.set_search_properties("objective", "max", {"trial": 0})
+    second.restore(str(snapshot))
+    for table in ("trials", "epochs"):
+        assert sorted(store.read_table(table)["trial_id"]) == ["c0", "t0", "t1", "t2"], table
+    assert second.cells == (1, 1, 1)  # t3 and t4 are not counted: their cells draw them again
+    assert [second.suggest(f"n{i}") for i in range(2)] == [configs["t3"], configs["t4"]]
+
+
 def test_restore_refuses_another_sweeps_state(tmp_path):
     saved = ready()
     saved.suggest("t0")
