@@ -352,6 +352,8 @@ def main(argv=None) -> int:
                    help="replace one dimension of --cells (init, depth, bn, opt), e.g. --cell depth=2,20")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before the first rung")
     p.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep the top 1/rf at each rung")
+    p.add_argument("--trials-per-gpu", type=int, default=0, metavar="N",
+                   help="train on the GPU, N trials sharing it (default 0: on the CPU, one core per trial)")
     p.add_argument("--storage", default=None, help="keep the three sweeps here (default: a temporary folder, removed)")
     p.add_argument("--dry-run", action="store_true", help="check the flags, print the plan and exit; nothing trains")
     args = p.parse_args(argv)
@@ -359,6 +361,8 @@ def main(argv=None) -> int:
     try:  # the cheap checks first: the study's module imports torch
         if not 0 < args.scale <= 1:
             raise Usage(f"--scale {args.scale:g}: must be in (0, 1]")
+        if args.trials_per_gpu < 0:
+            raise Usage(f"--trials-per-gpu {args.trials_per_gpu}: must be >= 0 (0 = CPU only)")
         if args.per_decade < 1:
             raise Usage(f"--per-decade {args.per_decade}: must be >= 1")
         lrs = lr_grid(args.lrs, args.per_decade)
@@ -394,7 +398,9 @@ def main(argv=None) -> int:
     common = ["--data-dir", str(data_dir), "--epochs", str(epochs), "--cpus-per-trial", "1",
               "--set", f"train_subset={n_train + val}", "--set", f"val_size={val}", "--set", f"test_subset={val}",
               "--grid", "lr=" + ",".join(f"{lr:g}" for lr in lrs), "--samples", "1",
-              *(["--set", "dataset=synthetic"] if args.synthetic else [])]
+              *(["--set", "dataset=synthetic"] if args.synthetic else []),
+              *(["--trials-per-gpu", str(args.trials_per_gpu)] if args.trials_per_gpu > 1 else
+                ["--gpus-per-trial", "1"] if args.trials_per_gpu == 1 else [])]
     asha_flags = ["--scheduler", "asha", "--grace-period", str(args.grace_period),
                   "--reduction-factor", f"{args.reduction_factor:g}"]
     fifo_flags = ["--scheduler", "fifo"]
@@ -415,18 +421,24 @@ def main(argv=None) -> int:
 
     import torch
     from benchmarks.env import describe
+    if args.trials_per_gpu and not torch.cuda.is_available():
+        print(f"error: --trials-per-gpu {args.trials_per_gpu}: torch sees no CUDA GPU here; leave it out to train on "
+              "the CPU", file=sys.stderr)
+        return 2
     rerun = ["python", "benchmarks/search_efficiency.py",
              *(["--synthetic"] if args.synthetic else ["--data-dir", args.data_dir]),
              "--scale", f"{args.scale:g}", "--epochs", str(epochs), "--val-size", str(val),
              "--lrs", ",".join(fmt_lr(lr) for lr in lrs) if ":" not in args.lrs else args.lrs,
              *(["--per-decade", str(args.per_decade)] if ":" in args.lrs else []),
              "--cells", args.cells, *[a for c in args.cell for a in ("--cell", c)],
-             "--grace-period", str(args.grace_period), "--reduction-factor", f"{args.reduction_factor:g}"]
+             "--grace-period", str(args.grace_period), "--reduction-factor", f"{args.reduction_factor:g}",
+             *(["--trials-per-gpu", str(args.trials_per_gpu)] if args.trials_per_gpu else [])]
     rungs = asha_rungs(args.grace_period, args.reduction_factor, epochs)
-    print(describe(torch.device("cpu")))
+    print(describe(torch.device("cuda" if args.trials_per_gpu else "cpu")))
     print(f"# rerun: {shlex.join(rerun)}")
     print(f"# study lr_window: {len(cells)} cells x {len(lrs)} lrs ({fmt_lr(lrs[0])} .. {fmt_lr(lrs[-1])}) "
-          f"x {epochs} epochs = {len(cells) * len(lrs)} trials per sweep; 1 CPU thread per trial")
+          f"x {epochs} epochs = {len(cells) * len(lrs)} trials per sweep; 1 CPU thread per trial"
+          + (f", {args.trials_per_gpu} trials per GPU" if args.trials_per_gpu else ""))
     print(f"# asha: grace {args.grace_period}, reduction factor {args.reduction_factor:g}, max_t {epochs} "
           f"(rungs {', '.join(f'{r:g}' for r in rungs if r < epochs) or 'none below max_t'}); "
           f"joint: one ASHA ranking all {len(cells) * len(lrs)} trials together (--search-scope sweep); "

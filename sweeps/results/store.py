@@ -427,6 +427,8 @@ class Store:
         """Delete every row of these trials, unfolded or folded (trials Ray kept no state of, about to be
         started again under new trial ids: their rows would otherwise stay beside the new ones)."""
         files, folders, ids = [], [], set(trial_ids)
+        if not ids:  # the common case on resume: nothing to drop, and reading every part's footer costs a listing
+            return
         for table in TABLES:
             self._drop_from_older_parts(table, "", ids)
             infos = self._list(table)

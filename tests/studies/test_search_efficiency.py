@@ -83,6 +83,7 @@ BAD = {
     "grace beyond the epochs": (["--epochs", "2", "--grace-period", "3"], "--grace-period 3"),
     "unknown flag": (["--scheduler", "asha"], "unrecognized arguments"),
     "the old scope option": (["--asha-scope", "cell"], "unrecognized arguments"),
+    "negative trials per GPU": (["--trials-per-gpu", "-1"], "--trials-per-gpu -1: must be >= 0"),
 }
 
 
@@ -92,6 +93,16 @@ def test_bad_flags_exit_2_with_one_line_before_anything_runs(case, tmp_path):
     out = bench("--synthetic", "--storage", str(tmp_path / "res"), *flags, timeout=120)
     err = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(err) == 1 and err[0].startswith("error: ") and expected in err[0], out.stderr
+    assert out.stdout == "" and not (tmp_path / "res").exists()
+
+
+def test_the_gpu_asked_for_on_a_machine_without_one_is_refused(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU, so --trials-per-gpu is accepted here")
+    out = bench("--synthetic", "--trials-per-gpu", "4", "--storage", str(tmp_path / "res"), timeout=120)
+    err = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(err) == 1 and "torch sees no CUDA GPU" in err[0], out.stderr
     assert out.stdout == "" and not (tmp_path / "res").exists()
 
 
