@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.env import describe  # noqa: E402
 from benchmarks.overhead import TRIVIAL  # noqa: E402
 from benchmarks.rounds import ratio  # noqa: E402
+from sweeps.engine.search import DEFAULT_TRIALS_PER_RUN  # noqa: E402
 
 CONCURRENT = 16
 WINDOW = 100  # trials in the early and late steady-state windows of a long sweep
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="runs of each size (default 3)")
     p.add_argument("--storages", default="local,s3", help="local, s3 or both")
     p.add_argument("--trials-per-run", type=int, default=None,
-                   help="passed to each sweep (default: the runner's, 1,000): trials per Ray Tune run")
+                   help=f"passed to each sweep (default: the runner's, {DEFAULT_TRIALS_PER_RUN:,}): trials per Ray Tune run")
     args = p.parse_args(argv)
     try:
         sizes = sorted({int(s) for s in args.sizes.split(",")})
