@@ -37,12 +37,13 @@ class Phase:
                  run: RunSettings):
         from ray import tune
 
-        from trainables.ray_trainable import run_trial
+        from trainables.ray_trainable import OncePerWorker, run_trial
         self.name, self.plan, self.meta, self.tune_name = name, plan, {**meta, "phase": name}, tune_name
         self.store, self.args, self.run = store, args, run
         settings = plan.search
         self.trainable = tune.with_resources(
-            tune.with_parameters(run_trial, plan=plan, datasets=datasets, cpus_per_trial=args.cpus_per_trial,
+            tune.with_parameters(run_trial, plan=OncePerWorker(plan), datasets=datasets,
+                                 cpus_per_trial=args.cpus_per_trial,
                                  search=dict(metric=settings["metric"], mode=settings["mode"])),
             {"cpu": args.cpus_per_trial, "gpu": run.gpus_per_trial})
         self.verbose = min(args.verbose, 2)  # 0: Ray's trial tables off; the ConsoleView prints instead
