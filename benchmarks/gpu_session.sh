@@ -14,6 +14,11 @@
 # cells' lr.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+steps=" ${STEPS:-bf16_parity throughput grid_wall ray_sweep} "
+known=" bf16_parity throughput grid_wall ray_sweep search_efficiency search_efficiency_grace3 "
+for name in $steps; do
+    [[ $known == *" $name "* ]] || { echo "error: STEPS: no step '$name' (steps:$known)" >&2; exit 2; }
+done
 out=${1:-${OUT:-gpu-out}}
 data=${2:-../shared/data/cifar-10-subset}
 mkdir -p "$out"
@@ -27,7 +32,6 @@ fi
 } >"$out/machine.txt" 2>&1
 cat "$out/machine.txt"
 
-steps=" ${STEPS:-bf16_parity throughput grid_wall ray_sweep} "
 step() {  # step NAME SECONDS COMMAND...: run it with a limit, keep its output, say how it ended; skip it unless in STEPS
     local name=$1 limit=$2 start=$SECONDS
     shift 2
