@@ -74,7 +74,7 @@ class Recorder(tune.Callback):
 
     Writes go into an Outbox (sweeps/results/outbox.py): per-trial queues drained by a small thread pool,
     at most one write in flight per trial and in the order reported, so that storage round trips (S3: a
-    PUT and a rename per file) overlap with each other and with training. While the storage answers, a
+    PUT per file) overlap with each other and with training. While the storage answers, a
     trial's next write waits for its last one (Tune's loop slows to the storage's pace instead of the
     queue growing all sweep long). While the storage is unreachable nothing waits: the writes retry (up to
     --storage-timeout) and the results wait in the queue, in memory and past a bound in a local spill folder. When a trial ends, its epoch
