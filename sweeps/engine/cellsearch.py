@@ -133,8 +133,10 @@ class PerCellSearcher(Searcher):
     def suggest(self, trial_id: str):
         if all(n >= self._budget for n in self._counts):
             return Searcher.FINISHED
-        if self._cells is None:
+        if self._cells is None:  # a fresh state: a new sweep, or one whose Ray state was lost or torn
             self._cells = self._make_cells()
+            if self._rows is not None:  # trials a killed driver started under ids Tune will not run: drawn again
+                self._rows.drop_unknown(())
         n = len(self._templates)
         for step in range(n):
             j = (self._next + step) % n

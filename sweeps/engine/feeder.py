@@ -15,12 +15,20 @@ will not use again. `AfterSnapshot` settles them from the store's trials rows (e
 `plan_index`): a trial that ended is not handed out again, and the rows of one that had not are deleted
 before it starts again from scratch. So every planned trial ends with one row, whenever the driver died.
 
+Ray copies its state files to storage in place, so on local disk a driver killed mid-copy can leave one torn
+(an empty searcher-state file, seen in CI). A torn feeder state is rebuilt from Tune's experiment state next
+to it: the count goes on after the last plan index Tune holds. A run Tune cannot restore (no state saved, or
+its experiment state torn: sweeps/engine/phase.py starts it afresh) has a feeder that restore() never saw;
+it settles at its first suggestion, from the run's first plan index.
+
 Ray is imported at the top: the class must subclass Searcher. Import this module only inside functions
 of modules that must stay Ray-free.
 """
 from __future__ import annotations
 
 import json
+import os
+
 from ray.tune.search import Searcher
 
 from sweeps.results.store import ENDED, PHASE, Store
@@ -68,15 +76,20 @@ class PlanFeeder(Searcher):
         self._size, self._start, self._next = size, start, start
         self._rows = rows
         self._ended: set[int] = set()  # plan indices that ended after Tune's last snapshot (a restored sweep)
+        self._settled = False  # settled with the store once this process; never pickled (tuner.pkl)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_settled": False}
 
     @property
     def handed_out(self) -> int:
         return self._next - self._start
 
     def settle(self) -> None:
-        """Before a resumed run hands anything out: skip the trials from here on that ended, and delete the
-        rows of those that had not (AfterSnapshot). Restore does this itself; the runner calls it for a run
-        that Ray saved no state of."""
+        """Before a run hands anything out: skip the trials from here on that ended, and delete the rows of
+        those that had not (AfterSnapshot). restore() does this itself; otherwise the first suggest() does
+        (a new run reads no rows of its span; a run started afresh reads those a killed driver left)."""
+        self._settled = True
         if self._rows is not None:
             self._ended = self._rows.settle(self._next, self._size)
 
@@ -86,6 +99,8 @@ class PlanFeeder(Searcher):
         return True
 
     def suggest(self, trial_id: str):
+        if not self._settled:  # a new run, or one Ray could not restore and started afresh
+            self.settle()
         while self._next in self._ended:
             self._next += 1
         if self._next >= self._size:
@@ -102,10 +117,30 @@ class PlanFeeder(Searcher):
             json.dump({"start": self._start, "size": self._size, "next": self._next}, file)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path) as file:
-            state = json.load(file)
+        try:
+            with open(checkpoint_path) as file:
+                state = json.load(file)
+        except ValueError:  # torn by a driver killed while Ray copied it (see the module's docstring)
+            state = {"start": self._start, "size": self._size,
+                     "next": next_after_tune_state(os.path.dirname(checkpoint_path), self._start, self._size)}
         if (state["start"], state["size"]) != (self._start, self._size):  # it would skip or repeat trials
             raise ValueError(f"PlanFeeder.restore: the saved state hands out plan trials {state['start']} to "
                              f"{state['size'] - 1}, this one {self._start} to {self._size - 1}")
         self._next = int(state["next"])
         self.settle()
+
+
+def next_after_tune_state(folder: str, start: int, size: int) -> int:
+    """The plan index after the last one in [start, size) among the trials of the newest Tune experiment
+    state in `folder` (Ray's staging copy of it, read with Ray's own loaders); `start` where it holds none.
+    Raises where that state is unreadable too: Ray then starts the run afresh."""
+    from pyarrow.fs import LocalFileSystem
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+    path = _find_newest_experiment_checkpoint(folder, fs=LocalFileSystem())
+    if path is None:
+        raise ValueError(f"PlanFeeder.restore: its saved state is torn and {folder} holds no Tune experiment state")
+    with open(path) as file:
+        state = _loads_with_cloudpickle(file.read())
+    indices = [_loads_with_cloudpickle(trial)["config"]["trial"] for trial, _ in state["trial_data"]]
+    return max((i + 1 for i in indices if start <= i < size), default=start)

@@ -16,6 +16,9 @@ on into the later runs. Optuna's per-cell studies and PBT's populations stay in 
 """
 from __future__ import annotations
 
+import glob
+import os
+import pickle
 import random
 import time
 
@@ -24,7 +27,7 @@ import numpy as np
 from sweeps.engine import search
 from sweeps.engine.flags import RunSettings
 from sweeps.results.plan import Plan
-from sweeps.results.store import ENDED, PHASE, Store
+from sweeps.results.store import ENDED, PHASE, Store, is_uri
 from trainables.errors import ConfigError
 
 
@@ -77,7 +80,8 @@ class Phase:
         if k == len(runs):
             return k, None
         final = k == len(runs) - 1
-        tuner = restore(self.tune_path(runs[k][2]), self.trainable, lambda rec: self.console(rec, final), self.verbose)
+        tuner = restore(self.tune_path(runs[k][2]), self.trainable, lambda rec: self.console(rec, final), self.verbose,
+                        searcher_state=self.plan.search["searcher"] == "optuna")
         if tuner is not None and len(runs) > 1:  # the scheduler that ranked the earlier runs' trials goes on
             config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)  # no public way in Ray 2.60
             self.scheduler = getattr(config, "scheduler", None)
@@ -138,8 +142,6 @@ class Phase:
         else:
             told = True  # a carried-over scheduler has its metric and mode: Ray refuses to set them twice
         searcher = search.make_searcher(plan, store.name, (store.storage, store.name, self.name), (start, end))
-        if self.args.resume and hasattr(searcher, "settle"):
-            searcher.settle()  # rows a killed driver left for this run's trials, Ray having saved no state of it
         return tune.Tuner(
             self.trainable,
             param_space=param_space(plan),
@@ -176,12 +178,16 @@ def run_spans(trials: int, per_run: int | None, folder: str) -> list[tuple[int, 
             for k, start in enumerate(range(0, trials, per_run))]
 
 
-def restore(tune_path: str, trainable, console, verbose: int):
+def restore(tune_path: str, trainable, console, verbose: int, searcher_state: bool = True):
     """The Tuner of an interrupted sweep, or None where Ray saved no state before the driver died. A sweep
     an earlier version started (its pickled callbacks name classes that have moved or gone) cannot be
     restored: a ConfigError says so."""
     from ray import tune
     if not tune.Tuner.can_restore(tune_path):
+        return None
+    if (torn := torn_tune_state(tune_path, searcher_state)) is not None:
+        print(f"note: Ray's last snapshot of this run ({torn}) is torn: its driver died while Ray copied it. "
+              "Its unfinished trials start again from scratch; those that ended keep their rows.", flush=True)
         return None
     try:
         tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -191,6 +197,37 @@ def restore(tune_path: str, trainable, console, verbose: int):
                           "new --name") from None
     renew_console(tuner, console, verbose)
     return tuner
+
+
+def torn_tune_state(tune_path: str, searcher_state: bool) -> str | None:
+    """The name of a Tune state file in the local folder `tune_path` that cannot be read, else None. Ray
+    copies its state files to storage in place, so on local disk a driver killed mid-copy can leave one
+    torn (an object store's PUT is atomic); Ray would log the error with its traceback and start the run
+    afresh with its searcher unrestored. Checked, each read as Ray reads it: the newest experiment state,
+    search-generator (or variant-generator) state, and with `searcher_state` the searcher's own (a
+    PlanFeeder's is JSON, and it rebuilds a torn one from the experiment state: sweeps/engine/feeder.py)."""
+    import ray.cloudpickle as cloudpickle
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.search import BasicVariantGenerator, SearchGenerator, Searcher
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+    tune_path = tune_path.removeprefix("file://")
+    if is_uri(tune_path):
+        return None
+    readers = {TuneController: lambda data: _loads_with_cloudpickle(data.decode()),
+               SearchGenerator: cloudpickle.loads, BasicVariantGenerator: cloudpickle.loads}
+    if searcher_state:
+        readers[Searcher] = cloudpickle.loads
+    for cls, read in readers.items():
+        paths = glob.glob(os.path.join(tune_path, cls.CKPT_FILE_TMPL.format("*")))
+        if not paths:
+            continue
+        newest = max(paths)  # Ray's own choice: the names carry the run's start time
+        try:
+            with open(newest, "rb") as file:
+                read(file.read())
+        except (ValueError, EOFError, pickle.UnpicklingError):  # empty or cut short
+            return os.path.basename(newest)
+    return None
 
 
 def renew_console(tuner, console, verbose: int) -> None:

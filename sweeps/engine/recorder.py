@@ -415,16 +415,21 @@ def reconcile(store: Store, results, plan: Plan, meta: dict) -> None:
 
     That happens only when the driver died between Ray saving a finished trial and the
     callback writing its row; a resumed sweep does not replay callbacks of finished trials.
+    Whether Ray finished a trial is its status: the `done` flag Tune sets on the trial's last
+    result can be missing from the snapshot Ray restored it from (CI saw it).
     """
     lease.check(store.uri, strict=True)  # it compacts (deletes epoch files) and writes rows
     trials = store.read_table("trials")
     status = dict(zip(trials["trial_id"], trials["status"])) if len(trials) else {}
-    for result in results:
+    for result, trial in zip(results, ray_trials(results)):
         metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id")  # absent only for a trial that never reported: nothing to fix
-        if trial_id is None or status.get(trial_id) not in (None, "running", "stopped"):
+        trial_id = trial.trial_id if trial is not None else metrics.get("trial_id")
+        if trial_id is None or (trial_id not in status and not metrics):  # never reported: nothing to fix
             continue
-        if result.error is None and not metrics.get("done"):
+        if status.get(trial_id) not in (None, "running", "stopped"):
+            continue
+        finished = trial.status in (trial.TERMINATED, trial.ERROR) if trial is not None else metrics.get("done")
+        if result.error is None and not finished:
             continue  # unfinished (an interrupted fit): `stopped` is right
         error = str(result.error).strip().splitlines()[-1] if result.error is not None else ""
         last = latest_epoch(store, trial_id, metrics) or {}
@@ -432,3 +437,10 @@ def reconcile(store: Store, results, plan: Plan, meta: dict) -> None:
         store.compact_trial(trial_id)
         store.write_rows("trials", trial_id, [trial_row(trial_id, spec, meta, outcome(spec, last, error), last, error,
                                                         cell=plan.cell_of(spec), plan_index=result.config["trial"])])
+
+
+def ray_trials(results) -> list:
+    """Ray's Trial behind each Result of a ResultGrid, in its order (ResultGrid builds its results from
+    them; no public way in Ray 2.60), or None for each where they are not there (a plain list)."""
+    trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None)
+    return list(trials) if trials is not None and len(trials) == len(results) else [None] * len(results)

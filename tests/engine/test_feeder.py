@@ -101,11 +101,29 @@ def test_through_tune_every_index_runs_exactly_once(ray_local, tmp_path):
 
 def test_a_runs_feeder_hands_out_its_span_and_settles_only_its_own_trials(tmp_path):
     """One Tune run of a split sweep (sweeps/engine/phase.py): plan indices 3..5. A row of index 7 belongs
-    to a later run and is left alone, even unfinished."""
+    to a later run and is left alone, even unfinished. No restore() saw this feeder (a run Ray kept no
+    state of, or one started afresh): it settles at its first suggestion."""
     store = Store(str(tmp_path), "s")
     for trial_id, index, status in [("a", 4, "completed"), ("b", 5, "running"), ("c", 7, "running")]:
         store.write_rows("trials", trial_id, [dict(trial_id=trial_id, plan_index=index, status=status)])
     feeder = PlanFeeder(6, rows=AfterSnapshot(str(tmp_path), "s", "search"), start=3)
-    feeder.settle()
     assert drain(feeder) == [{"trial": 3}, {"trial": 5}] and feeder.handed_out == 3
     assert sorted(store.read_table("trials")["trial_id"]) == ["a", "c"]
+
+
+@pytest.mark.slow
+def test_a_torn_saved_state_is_rebuilt_from_tunes_experiment_state(ray_local, tmp_path):
+    """Ray copies its state files in place; a driver killed mid-copy left an empty searcher state in CI. The
+    feeder of plan indices 2..6 then counts on from the last index in Tune's own experiment state."""
+    tune.Tuner(
+        tune.with_resources(report_index, {"cpu": 1}), param_space={"trial": 0},
+        tune_config=tune.TuneConfig(search_alg=PlanFeeder(7, start=2), num_samples=5, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="feed", verbose=0)).fit()
+    (state,) = (tmp_path / "feed").glob("searcher-state-*.pkl")
+    state.write_bytes(b"")
+    again = PlanFeeder(7, start=2)
+    again.restore(str(state))
+    assert again.handed_out == 5 and again.suggest("more") == Searcher.FINISHED
+    nothing = PlanFeeder(9, start=7)  # a later run's span: Tune's state holds none of its indices
+    nothing.restore(str(state))
+    assert drain(nothing) == [{"trial": 7}, {"trial": 8}]

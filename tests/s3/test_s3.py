@@ -7,16 +7,13 @@ endpoint variables, as they would reach a real bucket.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
-import pyarrow.fs as pafs
 import pytest
 
 from analysis.results import load
-from sweeps.results.store import Store
 from tests.conftest import BUCKET, REPO
 
 pytestmark = pytest.mark.slow
@@ -50,7 +47,7 @@ def test_sigkilled_driver_resumes_on_s3(s3_env, tmp_path, monkeypatch):
     """The kill-and-resume of tests/engine/test_resume.py with every result and Ray's own state on S3."""
     from tests.conftest import write_cifar10
     from tests.engine.test_resume import (LONG, RESUMABLE, assert_one_row_each, env, kill_driver_when,
-                                   one_done_one_running)
+                                          one_done_one_running, ray_statuses)
     for key, value in s3_env.items():  # the driver subprocesses inherit them through env()
         monkeypatch.setenv(key, value)
     script = tmp_path / "resumable.py"
@@ -76,25 +73,3 @@ def test_sigkilled_driver_resumes_on_s3(s3_env, tmp_path, monkeypatch):
     assert (trials.set_index("trial_id").loc[done.index, "finished_at"] == done["finished_at"]).all()
 
 
-def ray_statuses(sweep: str) -> dict:
-    """{trial_id: status} in the newest experiment state Ray has uploaded for the sweep.
-
-    Ray uploads its state in the background and skips a snapshot while the previous upload runs, so on
-    S3 it can lag our rows by a snapshot: a trial that completed in the last moment before a SIGKILL
-    is then run again by --resume (from its last checkpoint; its rows are replaced, not duplicated).
-    The test kills the driver once Ray has saved the completion, which is what it checks."""
-    store = Store.at(sweep)
-    try:
-        infos = store.fs.get_file_info(pafs.FileSelector(store.path("tune")))
-    except FileNotFoundError:
-        return {}
-    newest = max((i.path for i in infos if i.base_name.startswith("experiment_state-")), default=None)
-    if newest is None:
-        return {}
-    with store.fs.open_input_stream(newest) as f:
-        raw = f.readall()
-    try:
-        state = json.loads(raw)
-    except ValueError:  # caught mid-upload (the feeder now lets Ray snapshot more often): not caught up yet
-        return {}
-    return {trial["trial_id"]: trial["status"] for trial in (json.loads(t[0]) for t in state["trial_data"])}
