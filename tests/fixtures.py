@@ -6,10 +6,12 @@ from here."""
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,8 +46,10 @@ def moto_s3(bucket: str):
     if server is None:
         raise RuntimeError('moto_server is missing: pip install -e ".[test]" installs moto[server]')
     port = free_port()
+    scratch = tempfile.TemporaryDirectory(prefix="moto-")  # its request recorder's file (tests/s3/test_requests.py)
     proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL,
+                            env={**os.environ, "MOTO_RECORDER_FILEPATH": os.path.join(scratch.name, "recording")})
     try:
         deadline = time.time() + 30
         while True:
@@ -65,3 +69,4 @@ def moto_s3(bucket: str):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        scratch.cleanup()

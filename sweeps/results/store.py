@@ -297,7 +297,7 @@ class Store:
         compacted = self.path(f"{table}.parquet/{trial_id}.parquet")
         parts = self.files(table, under=trial_id, recursive=False)
         older = None
-        if self._info(compacted).type == pafs.FileType.File:
+        if self._is_file(compacted):
             older = self._read_files([f"{trial_id}.parquet"], table)
             if parts:  # both forms (a crash, or a trial run again): an epoch file wins
                 epochs = pa.array(sorted(_epoch_of(p) for p in parts), older["epoch"].type)
@@ -318,8 +318,7 @@ class Store:
         {table: what it wrote}."""
         done = {}
         whole = bool(written) and min(written.get("epochs", {0: None})) == 1
-        compacted_before = not whole and self._info(
-            self.path(f"epochs.parquet/{trial_id}.parquet")).type == pafs.FileType.File
+        compacted_before = not whole and self._is_file(self.path(f"epochs.parquet/{trial_id}.parquet"))
         for table in PER_EPOCH:
             folder = self.path(f"{table}.parquet/{trial_id}")
             mine = (written or {}).get(table, {})
@@ -344,11 +343,11 @@ class Store:
     def expand_trial(self, trial_id: str) -> bool:
         """Turn a compacted trial back into epoch files before it runs again, so that the epochs it
         re-reports replace their copies. Returns whether there was anything to expand."""
-        if self._info(self.path(f"epochs.parquet/{trial_id}.parquet")).type != pafs.FileType.File:
+        if not self._is_file(self.path(f"epochs.parquet/{trial_id}.parquet")):
             return False
         for table in PER_EPOCH:  # epochs last: a crash midway leaves the marker, and this runs again
             path = self.path(f"{table}.parquet/{trial_id}.parquet")
-            if self._info(path).type != pafs.FileType.File:
+            if not self._is_file(path):
                 continue
             data = self._trial_rows(table, trial_id)
             for epoch in sorted(set(data["epoch"].to_pylist())) if data is not None else []:
@@ -469,8 +468,17 @@ class Store:
             pass
         self._folders.discard(folder)
 
-    def _info(self, path: str) -> pafs.FileInfo:
-        return self._io(self.fs.get_file_info, path, what=f"a look at {path}")
+    def _is_file(self, path: str) -> bool:
+        """Whether the file `path` exists. On an object store, one HEAD: pyarrow's get_file_info follows a
+        missing key's HEAD with a LIST (is it a folder?), which moto_server answers by walking the whole
+        bucket, and every trial asks this of a file it does not have yet (expand_trial)."""
+        if not self.object_store:
+            return self._io(self.fs.get_file_info, path, what=f"a look at {path}").type == pafs.FileType.File
+        try:
+            self._io(self.fs.open_input_file, path, what=f"a look at {path}").close()
+        except FileNotFoundError:
+            return False
+        return True
 
     def _list(self, table: str) -> list:
         """The entries right under a table's folder."""
