@@ -58,7 +58,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sweeps.results import retry
+from sweeps.results import bulk_delete, retry
 from sweeps.results.retry import StorageError
 from trainables.errors import ConfigError
 
@@ -130,6 +130,7 @@ class Store:
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.object_store = type(self.fs).__name__ in ("S3FileSystem", "GcsFileSystem")
         self.health = retry.health_of(self.storage)  # this storage's outage clock, shared in the process
+        self._bulk_delete = bulk_delete.deleter(self.fs)  # S3: known files in one request, with no listing
 
     @classmethod
     def at(cls, path: str) -> "Store":
@@ -206,7 +207,7 @@ class Store:
     def write_epoch(self, table: str, trial_id: str, epoch: int, data: pa.Table | list[dict]) -> None:
         """One epoch of a running trial: `<table>.parquet/<trial_id>/e<epoch>.parquet` (rows: as arrow_rows)."""
         data = data if isinstance(data, pa.Table) else arrow_rows(data)
-        self.write_table(table, f"{trial_id}/e{int(epoch):04d}", data)
+        self.write_table(table, _epoch_key(trial_id, epoch), data)
 
     def write_table(self, table: str, key: str, data: pa.Table) -> None:
         buf = pa.BufferOutputStream()
@@ -313,10 +314,12 @@ class Store:
 
         `written` ({table: {epoch: Arrow table}}) is the Recorder's copy of what it wrote. When it starts at
         epoch 1, this driver saw the whole trial: its copy is the data, and nothing is listed or read (on S3
-        that saves a LIST per table and a GET per file). Otherwise (a trial resumed from a checkpoint, with
-        earlier epochs from a killed driver) the trial's own folders are listed and read. Returns
-        {table: what it wrote}."""
-        done = {}
+        that saves a LIST per table and a GET per file), and its epoch files are deleted by name: on S3 one
+        DeleteObjects for every table, where deleting the folders lists each one. Otherwise (a trial resumed
+        from a checkpoint, with earlier epochs from a killed driver) the trial's own folders are listed, read
+        and deleted. The deletes come after every compacted file is written: a crash in between leaves the
+        trial in both forms, which readers and `repair` handle. Returns {table: what it wrote}."""
+        done, folders, known = {}, [], []
         whole = bool(written) and min(written.get("epochs", {0: None})) == 1
         compacted_before = not whole and self._is_file(self.path(f"epochs.parquet/{trial_id}.parquet"))
         for table in PER_EPOCH:
@@ -337,7 +340,11 @@ class Store:
             if data is not None and data.num_rows:
                 self.write_table(table, trial_id, data)
                 done[table] = data
-            self._delete_dir(folder)
+            if whole and self._bulk_delete:
+                known += [self.path(f"{table}.parquet/{_epoch_key(trial_id, epoch)}.parquet") for epoch in mine]
+            else:
+                folders.append(folder)
+        self._delete(known, folders)
         return done
 
     def expand_trial(self, trial_id: str) -> bool:
@@ -453,20 +460,24 @@ class Store:
         self._delete(files, folders)
 
     def _delete(self, files: list[str], folders: list[str]) -> None:
-        with ThreadPoolExecutor(8) as pool:  # S3: one request each; overlap them
-            list(pool.map(lambda path: self._io(self.fs.delete_file, path, what=f"a delete of {path}",
-                                                gone_ok=True), files))
-            list(pool.map(lambda path: self._io(self.fs.delete_dir, path, what=f"a delete of {path}",
-                                                gone_ok=True), folders))
-        self._folders.difference_update(folders)
+        """Files and folders; one already gone is fine (a compaction or fold run again after a crash)."""
+        if files and self._bulk_delete:
+            self._io(self._bulk_delete, files, what=f"a delete of {len(files)} files under {self.root}")
+            files = []
+        jobs = [(self.fs.delete_file, path) for path in files] + [(self.fs.delete_dir, path) for path in folders]
 
-    def _delete_dir(self, folder: str) -> None:
-        """A trial's epoch folder after its compaction; already gone is fine (a compaction written again)."""
-        try:
-            self._io(self.fs.delete_dir, folder, what=f"a delete of {folder}", gone_ok=True)
-        except FileNotFoundError:
-            pass
-        self._folders.discard(folder)
+        def delete(job) -> None:
+            try:
+                self._io(*job, what=f"a delete of {job[1]}", gone_ok=True)
+            except FileNotFoundError:
+                pass
+        if self.object_store and len(jobs) > 1:
+            with ThreadPoolExecutor(8) as pool:  # one request each (more for a folder); overlap them
+                list(pool.map(delete, jobs))
+        else:
+            for job in jobs:
+                delete(job)
+        self._folders.difference_update(folders)
 
     def _is_file(self, path: str) -> bool:
         """Whether the file `path` exists. On an object store, one HEAD: pyarrow's get_file_info follows a
@@ -528,6 +539,10 @@ def arrow_rows(rows: list[dict], columns=None) -> pa.Table:
 def plain(value):
     """A plain Python value for a numpy scalar (Parquet reads give numpy types, Ray's results plain ones)."""
     return value.item() if hasattr(value, "item") and getattr(value, "ndim", None) == 0 else value
+
+
+def _epoch_key(trial_id: str, epoch: int) -> str:
+    return f"{trial_id}/e{int(epoch):04d}"
 
 
 def _epoch_of(name: str) -> int:

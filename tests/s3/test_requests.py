@@ -70,3 +70,44 @@ def test_a_trial_start_looks_for_its_compacted_file_with_one_head_and_no_listing
     assert store.files("epochs") == ["t2.parquet"]
     assert store.expand_trial("t2") is True  # found by the same HEAD, and back into epoch files
     assert store.files("epochs") == ["t2/e0001.parquet", "t2/e0002.parquet"]
+
+
+def listings(requests) -> list:
+    return [r for r in requests if r[0] == "GET" and "list-type" in r[1]]
+
+
+def test_a_compaction_deletes_its_epoch_files_by_name_in_one_request_with_no_listing(aws):
+    """pyarrow deletes a folder by listing it, once per table; the Recorder knows which files it wrote, and
+    S3's DeleteObjects takes them all at once and leaves no folder marker behind."""
+    store = Store(f"s3://{BUCKET}/requests", "compact")
+    written = {}
+    for table in ("epochs", "layers"):
+        for e in (1, 2):
+            rows = pa.table({"trial_id": ["t3"], "epoch": [e], "loss": [1.0 / e]})
+            store.write_epoch(table, "t3", e, rows)
+            written.setdefault(table, {})[e] = rows
+    requests = recorded(aws, lambda: store.compact_trial("t3", written))
+    assert listings(requests) == []
+    assert [r for r in requests if r[0] in ("POST", "DELETE")] == [("POST", f"{BUCKET}?delete")]
+    assert store.files("epochs") == ["t3.parquet"] and store.files("layers") == ["t3.parquet"]
+    s3 = boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name=aws["AWS_DEFAULT_REGION"])
+    left = s3.list_objects_v2(Bucket=BUCKET, Prefix="requests/compact/")
+    assert sorted(k["Key"] for k in left.get("Contents", [])) == [
+        "requests/compact/epochs.parquet/t3.parquet", "requests/compact/layers.parquet/t3.parquet"]
+    assert store.read_trial("epochs", "t3")["epoch"].tolist() == [1, 2]
+
+
+def test_a_fold_deletes_the_trials_files_in_one_request_per_table(aws):
+    store = Store(f"s3://{BUCKET}/requests", "fold")
+    ids = [f"t{i}" for i in range(5)]
+    copies = {"trials": {}, "epochs": {}}
+    for trial_id in ids:
+        copies["trials"][trial_id] = pa.table({"trial_id": [trial_id], "status": ["completed"]})
+        copies["epochs"][trial_id] = pa.table({"trial_id": [trial_id], "epoch": [1], "loss": [0.5]})
+        for table in copies:
+            store.write_table(table, trial_id, copies[table][trial_id])
+    requests = recorded(aws, lambda: store.fold(ids, copies, refolds=False))
+    assert listings(requests) == []
+    assert [r for r in requests if r[0] in ("POST", "DELETE", "HEAD")] == [("POST", f"{BUCKET}?delete")] * 2
+    assert [f.startswith("part-") for f in store.files("epochs")] == [True]
+    assert sorted(store.read_table("trials")["trial_id"]) == ids
