@@ -24,6 +24,9 @@ no new trials behind it. Each size runs `--repeats` times, the sizes back to bac
 the ratio is the median of the per-run ratios (benchmarks/rounds.py) with its spread. The whole-sweep marginal, (wall(n) - wall(smallest)) / (n - smallest), is printed
 beside it.
 
+On S3, also the CPU time of the moto_server process per trial (`server CPU s per trial`): the test server
+answers a listing by walking its whole bucket, so its share shows what grows with the bucket.
+
 Also per sweep: the bytes of Tune's experiment state at its last snapshot (Tune uploads them whole at every
 snapshot; `tune_state_bytes`).
 
@@ -64,6 +67,23 @@ def driver_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def server_cpu() -> float | None:
+    """CPU seconds so far of the moto_server answering AWS_ENDPOINT_URL (None on local disk)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    if not endpoint:
+        return None
+    port = endpoint.rsplit(":", 1)[-1]
+    for proc in Path("/proc").glob("[0-9]*"):  # Linux; elsewhere the column stays empty
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if any(b"moto_server" in part for part in cmdline) and port.encode() in cmdline:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        except OSError:  # a process that ended while being looked at
+            continue
+    return None
+
+
 def slope(times) -> float:
     """Seconds per trial: least-squares slope of completion time against completion rank."""
     return float(np.polyfit(np.arange(len(times)), times, 1)[0])
@@ -88,10 +108,11 @@ def sweep(n: int, storage: str, data_dir: str, run: int, extra: tuple[str, ...] 
     argv = ["--storage", storage, "--name", f"n{n}-{run}", "--num-cpus", str(CONCURRENT), "--cpus-per-trial", "1",
             "--progress-every", "60", "--data-dir", data_dir, *extra]
     err = io.StringIO()
-    cpu, started = driver_cpu(), time.perf_counter()
+    cpu, server, started = driver_cpu(), server_cpu(), time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         code = main(plan, "driver_scale.py", argv)
     wall, cpu = time.perf_counter() - started, driver_cpu() - cpu
+    server = server_cpu() - server if server is not None else None
     if code != 0:
         raise SystemExit(f"the {n}-trial sweep on {storage} exited with {code}:\n{err.getvalue()[-3000:]}")
     lags = [[int(g) for g in found] for found in LAG.findall(err.getvalue())]  # one line per Tune run
@@ -104,7 +125,7 @@ def sweep(n: int, storage: str, data_dir: str, run: int, extra: tuple[str, ...] 
     if len(trials) != n or set(trials["status"]) != {"completed"}:
         raise SystemExit(f"the {n}-trial sweep on {storage} recorded {len(trials)} trials, "
                          f"statuses {sorted(set(trials['status']))}")
-    return dict(wall=wall, cpu=cpu, results=results, median_ms=median, p99_ms=p99,
+    return dict(wall=wall, cpu=cpu, server_per_trial=server / n if server is not None else None, results=results, median_ms=median, p99_ms=p99,
                 state_kb=tune_state_bytes(Store(storage, f"n{n}-{run}")) / 1024,
                 **steady_costs(trials["reported_at"].tolist()))
 
@@ -124,7 +145,8 @@ def measure(storage: str, sizes: list[int], repeats: int, data_dir: str, extra: 
         for n in sizes:
             rows[n].append(sweep(n, storage, data_dir, run, extra))
             r = rows[n][-1]
-            print(f"  {storage}: {n} trials in {r['wall']:.1f} s, {r['steady']:.3f} s per trial in steady state",
+            print(f"  {storage}: {n} trials in {r['wall']:.1f} s, {r['steady']:.3f} s per trial in steady state"
+                  + (f", server CPU {r['server_per_trial']:.3f} s per trial" if r["server_per_trial"] is not None else ""),
                   file=sys.stderr, flush=True)
     small = min(sizes)
     for n in sizes:
@@ -177,16 +199,17 @@ def main(argv=None) -> int:
                         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     print("\n| storage | trials | run | results | wall s | driver CPU s | s per trial, steady state "
           "| s per trial, whole-sweep marginal | driver CPU s per trial (marginal) | Tune state per snapshot, KB "
-          "| result to storage, median ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| result to storage, median ms | p99 ms | server CPU s per trial |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for storage, rows in table.items():
         for n, runs in rows.items():
             for run, r in enumerate(runs, 1):
                 marginal = f"{r['per_trial']:.3f}" if "per_trial" in r else "(baseline)"
                 cpu = f"{r['cpu_per_trial']:.3f}" if "cpu_per_trial" in r else "(baseline)"
+                server = f"{r['server_per_trial']:.3f}" if r["server_per_trial"] is not None else "-"
                 print(f"| {storage} | {n} | {run} | {r['results']} | {r['wall']:.1f} | {r['cpu']:.1f} "
                       f"| {r['steady']:.3f} | {marginal} | {cpu} | {r['state_kb']:.0f} | {r['median_ms']} "
-                      f"| {r['p99_ms']} |")
+                      f"| {r['p99_ms']} | {server} |")
     small, large = sizes[0], sizes[-1]
     ratios = []
     for storage, rows in table.items():
