@@ -35,7 +35,8 @@ and reads that compaction, folding and repair need) runs in sweeps/results/retry
 (a connection refused or reset, a timeout, a 5xx, throttling) is retried with backoff until the storage has
 been unreachable for --storage-timeout; a refusal (access denied, no such bucket, a full disk) raises
 StorageRefused at once; a missing file and the like go up as they are. A retried write rewrites its whole
-file; a retried delete whose earlier attempt did delete counts as done.
+file; a retried delete whose earlier attempt did delete counts as done. On S3, files whose names are known
+(a compacted trial's epoch files, a fold's trials) go in one DeleteObjects (sweeps/results/bulk_delete.py).
 
 Store also reads the tables back (read_table, finalize_statuses): the recorder and
 runner use it directly, and analysis.results wraps it, so imports only point down.
