@@ -6,7 +6,8 @@
 #
 # Each step runs under its own time limit (seconds below) and writes its full output to OUT_DIR/<step>.txt, so
 # a step cut short still leaves what it printed. Ray may come from RAY_SITE_TAR: a tar.xz of a site-packages
-# folder (ray without ray/jars, plus what the machine lacks), unpacked onto PYTHONPATH. The grid runs at
+# folder (ray without ray/jars, plus what the machine lacks), unpacked onto PYTHONPATH; scripts/pack_device_site.sh
+# builds it as .devray/site.tar.xz, and the data as .devdata/cifar-10-subset, here, before the lease. The grid runs at
 # --scale 0.1 (5,000 images, 10 epochs) to fit a short lease; multiply by 10 for the full grid's training time.
 # STEPS picks the steps (default: the first four). `STEPS="search_efficiency search_efficiency_grace3"` runs issue
 # 23's search benchmark on 4,410 images of the subset, 8 trials per GPU, at ASHA grace 1 and then 3 (a call of its
