@@ -65,6 +65,11 @@ SPREAD = DATA / "train_spread.json"
 FACTOR = 4.0        # headroom over the calibrated spread: a CPU that was not measured may land further out
 EPSILON = 1e-6      # allowed even where every measured CPU agreed to the bit
 FLOOR = 1e-3        # of a metric's largest |ref| in its case: the scale below which a value counts as zero
+# An accuracy is a count of predictions: an image whose two top logits nearly tie flips on a CPU whose kernels round
+# otherwise (seen on an Intel Xeon: cnn's epoch-0 test_acc moved by 1 of 128 against a spread calibrated on AMD).
+# One prediction of the smallest split in these cases (val_size 32) is allowed on any accuracy; losses, gradients and
+# the confusion matrices keep their calibrated tolerance, so a real change still shows there.
+ONE_PREDICTION = 1 / 32
 CAPABILITIES = ("default", "avx2", "avx512")
 TIMING = ("seconds", "it_per_s")
 # Per-layer diagnostics added after the reference was written (issue 14; tests/trainables/test_diagnostics.py checks
@@ -186,7 +191,10 @@ def deviations(got, reference) -> dict:
             if math.isnan(r) or math.isnan(g):
                 out[path, key] = 0.0 if math.isnan(r) and math.isnan(g) else math.inf
             else:
-                out[path, key] = abs(g - r) / max(abs(r), FLOOR * scale.get(key, 0.0), 1e-30)
+                diff = abs(g - r)
+                if key.endswith("_acc"):
+                    diff = max(0.0, diff - ONE_PREDICTION - 1e-12)
+                out[path, key] = diff / max(abs(r), FLOOR * scale.get(key, 0.0), 1e-30)
         else:
             out[path, key] = 0.0 if g == r else math.inf
     return out
