@@ -94,8 +94,8 @@ class Recorder(tune.Callback):
 
     It writes only while this driver holds the sweep's lease (sweeps/results/lease.py, found by the store's
     URI: nothing of it is pickled). Before every write, and at every step of Tune's loop, it asks the
-    heartbeat thread's in-memory state; once another driver has taken over, it raises LeaseLost, which ends
-    Tune's run, and writes, folds and deletes nothing more.
+    heartbeat thread's in-memory state; once another driver has taken over, it writes, folds and deletes
+    nothing more, and raises LeaseLost from Tune's step callbacks, which ends Tune's run.
 
     `plan`: the runner's Plan, or a list of specs (TrialSpecs or their dicts; the keys a searcher or PBT
     picks are then meta's search_keys).
@@ -156,7 +156,8 @@ class Recorder(tune.Callback):
         """Queue a write (a Job, or a plain callable: never kept in the spill folder) after the trial's earlier
         ones. While the storage answers it first waits for the trial's earlier writes (Outbox.keep_pace);
         during an outage it returns at once."""
-        lease.check(self.store.uri)  # in memory: raises LeaseLost once another driver holds the sweep
+        if self._lease_lost():
+            return
         self.outbox.keep_pace(trial_id)
         self.outbox.put(trial_id, job if isinstance(job, Job) else Job(fn=job))
 
@@ -179,7 +180,19 @@ class Recorder(tune.Callback):
             emit([f"storage: {count(results, 'result')} and {count(others, 'other write')} a stopped run kept in "
                   f"{self.outbox.folder} go to storage first"])
 
+    def _lease_lost(self, strict: bool = False) -> bool:
+        """Whether another driver holds the sweep: then this one writes, folds and deletes nothing more.
+        A trial's callbacks only return here: Ray wraps what they raise in a TuneError carrying a traceback,
+        or logs it and errors the trial (CI saw that line last on the lost driver's console). The step
+        callbacks, which Tune calls directly, raise LeaseLost at the same step's end."""
+        try:
+            lease.check(self.store.uri, strict)  # in memory, unless strict
+        except lease.LeaseLost:
+            return True
+        return False
+
     def on_step_end(self, iteration, trials, **info):
+        lease.check(self.store.uri)  # a lease lost during this step's trial callbacks ends Tune's loop here
         failed = self._outbox.failed if self._outbox is not None else None
         if failed is not None:  # Tune stops the trials, runs on_experiment_end, and re-raises it from fit()
             raise failed
@@ -313,7 +326,8 @@ class Recorder(tune.Callback):
             for table, data in tables.items():
                 copies.setdefault(table, {})[trial_id] = data
         store = self.store
-        lease.check(store.uri, strict=True)  # a fold deletes the trials' files: only while the lease is ours
+        if self._lease_lost(strict=True):  # a fold deletes the trials' files: only while the lease is ours
+            return
         # a restored Recorder (a resumed sweep) may see trials again that the killed driver had folded
         self._submit("fold", lambda: store.fold([t for t, _ in batch], copies, refolds=self.restored))
 
