@@ -192,13 +192,19 @@ class Recorder(tune.Callback):
         return False
 
     def on_step_end(self, iteration, trials, **info):
-        lease.check(self.store.uri)  # a lease lost during this step's trial callbacks ends Tune's loop here
-        failed = self._outbox.failed if self._outbox is not None else None
-        if failed is not None:  # Tune stops the trials, runs on_experiment_end, and re-raises it from fit()
-            raise failed
+        self._stop_if_over()
 
     def on_step_begin(self, iteration, trials, **info):
-        lease.check(self.store.uri)  # a lost lease stops Tune's loop at once, not at the next result
+        self._stop_if_over()  # a lost lease stops Tune's loop at once, not at the next result
+
+    def _stop_if_over(self) -> None:
+        """At Tune's steps, which raise straight out of fit(): a storage failure (Tune then stops the trials,
+        runs on_experiment_end, and re-raises it from fit()), else a lease lost since the last step. The
+        storage first: a bucket deleted mid-sweep takes the lease file with it."""
+        failed = self._outbox.failed if self._outbox is not None else None
+        if failed is not None:
+            raise failed
+        lease.check(self.store.uri)
 
     def on_experiment_end(self, trials, **info):
         if lease.lost(self.store.uri):  # another driver took over: it writes Tune's files and folds, not this one
