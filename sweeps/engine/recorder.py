@@ -155,8 +155,11 @@ class Recorder(tune.Callback):
     def _submit(self, trial_id: str, job) -> None:
         """Queue a write (a Job, or a plain callable: never kept in the spill folder) after the trial's earlier
         ones. While the storage answers it first waits for the trial's earlier writes (Outbox.keep_pace);
-        during an outage it returns at once."""
-        if self._lease_lost():
+        during an outage it returns at once. Once another driver holds the sweep it writes nothing and
+        returns: a trial's callbacks must not raise LeaseLost, since Ray wraps what they raise in a TuneError
+        carrying a traceback, or logs it and errors the trial (CI saw that line last on the lost driver's
+        console). The step callbacks, which Tune calls directly, raise it at the same step's end."""
+        if lease.lost(self.store.uri):
             return
         self.outbox.keep_pace(trial_id)
         self.outbox.put(trial_id, job if isinstance(job, Job) else Job(fn=job))
@@ -179,17 +182,6 @@ class Recorder(tune.Callback):
         if results or others:
             emit([f"storage: {count(results, 'result')} and {count(others, 'other write')} a stopped run kept in "
                   f"{self.outbox.folder} go to storage first"])
-
-    def _lease_lost(self, strict: bool = False) -> bool:
-        """Whether another driver holds the sweep: then this one writes, folds and deletes nothing more.
-        A trial's callbacks only return here: Ray wraps what they raise in a TuneError carrying a traceback,
-        or logs it and errors the trial (CI saw that line last on the lost driver's console). The step
-        callbacks, which Tune calls directly, raise LeaseLost at the same step's end."""
-        try:
-            lease.check(self.store.uri, strict)  # in memory, unless strict
-        except lease.LeaseLost:
-            return True
-        return False
 
     def on_step_end(self, iteration, trials, **info):
         self._stop_if_over()
@@ -332,7 +324,7 @@ class Recorder(tune.Callback):
             for table, data in tables.items():
                 copies.setdefault(table, {})[trial_id] = data
         store = self.store
-        if self._lease_lost(strict=True):  # a fold deletes the trials' files: only while the lease is ours
+        if lease.lost(store.uri, strict=True):  # a fold deletes the trials' files: only while the lease is ours
             return
         # a restored Recorder (a resumed sweep) may see trials again that the killed driver had folded
         self._submit("fold", lambda: store.fold([t for t, _ in batch], copies, refolds=self.restored))

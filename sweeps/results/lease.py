@@ -136,9 +136,10 @@ def check(uri: str, strict: bool = False) -> None:
         lease.check(strict)
 
 
-def lost(uri: str) -> bool:
+def lost(uri: str, strict: bool = False) -> bool:
+    """Whether this process held the sweep's lease and lost it (`strict`: as Lease.check)."""
     lease = _HELD.get(uri)
-    return lease is not None and lease.lost
+    return lease is not None and lease.confirm_lost(strict)
 
 
 class Sighting(NamedTuple):
@@ -324,15 +325,19 @@ class Lease:
         return False
 
     def check(self, strict: bool = False) -> None:
-        """Raise LeaseLost once another driver holds the lease. In memory, unless `strict` and the heartbeat
-        has not confirmed the lease for 1.5 heartbeats: then renew now (before a fold or the sweep's close)."""
+        """Raise LeaseLost once another driver holds the lease (see confirm_lost)."""
+        if self.confirm_lost(strict):
+            raise LeaseLost(self.lost_message())
+
+    def confirm_lost(self, strict: bool = False) -> bool:
+        """Whether another driver holds the lease. In memory, unless `strict` and the heartbeat has not
+        confirmed the lease for 1.5 heartbeats: then renew now (before a fold or the sweep's close)."""
         if strict and not self.lost and time.monotonic() - self.confirmed > 1.5 * HEARTBEAT_S:
             try:
                 self.renew()
             except (OSError, StorageError):
                 pass  # storage unreachable: the write that follows fails too
-        if self.lost:
-            raise LeaseLost(self.lost_message())
+        return self.lost
 
     def lost_message(self) -> str:
         by = f" (host {self.taken_by.host}, pid {self.taken_by.pid})" if self.taken_by is not None else ""
