@@ -313,6 +313,12 @@ class Lease:
             mine = _read(self.store, self.seq) if self.seq in seqs else None
             if top is not None and top > self.seq:
                 return self._lose(_read(self.store, top))
+            if top is None and self.store.read_bytes("sweep.json") is None:
+                # Nothing of the sweep is left, not even its record: storage was deleted or reset under it (a
+                # successor that ran the sweep would have left sweep.json). An outage, not a takeover: the
+                # writes fail too, and the driver keeps what it could not write instead of stopping quietly.
+                raise StorageError(f"sweep {self.store.name!r}: its lease and sweep.json are gone from "
+                                   f"{self.store.uri} (storage deleted or reset?)")
             if mine is None or mine.driver != self.id:
                 return self._lose(mine)
             self.beat += 1

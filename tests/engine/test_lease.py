@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 
 from sweeps.results import lease
 from sweeps.results.lease import Lease, LeaseHeld, LeaseLost
+from sweeps.results.retry import StorageError
 from sweeps.results.store import Store
 from trainables.errors import ConfigError
 
@@ -168,6 +170,30 @@ def test_force_takes_over_a_live_lease_and_the_old_driver_stops_writing(tmp_path
             kill(second)
     finally:
         mine.release()
+
+
+def wipe_and_renew(held: Lease, wipe, store: Store, fast) -> None:
+    """Storage wiped under a held lease (lease file and sweep.json gone) is an outage, not a takeover: renew
+    raises, the heartbeat only warns, and the lease stays this driver's, so the driver keeps what it could
+    not write. A successor that ran the sweep and released its lease would have left sweep.json: lost."""
+    wipe()
+    with pytest.raises(StorageError, match="its lease and sweep.json are gone"):
+        held.renew()
+    time.sleep(2 * fast["HEARTBEAT_S"])  # the heartbeat meets the same
+    assert not held.lost and not lease.lost(store.uri, strict=True)
+    held.check(strict=True)  # nothing raised
+    store.write_json("sweep.json", {})
+    assert held.renew() is False and held.lost and held.taken_by is None
+
+
+def test_storage_wiped_under_a_held_lease_is_an_outage_not_a_takeover(tmp_path, fast, capsys):
+    store = Store(str(tmp_path), "sw")
+    held = Lease.acquire(store)
+    try:
+        wipe_and_renew(held, lambda: shutil.rmtree(tmp_path / "sw"), store, fast)
+    finally:
+        held.release()
+    assert "could not renew the lease of sweep 'sw'" in capsys.readouterr().err
 
 
 def test_a_lost_lease_stops_the_recorder_before_it_folds_or_deletes(tmp_path, fast):
@@ -338,6 +364,16 @@ def test_on_s3_a_live_lease_refuses_and_a_stale_one_is_taken_over_then_forced_aw
             kill(second)
     finally:
         mine.release()
+
+
+def test_on_s3_a_wiped_prefix_under_a_held_lease_is_an_outage_not_a_takeover(s3_store, fast):
+    storage, store = s3_store
+    held = Lease.acquire(store)
+    try:
+        wipe_and_renew(held, lambda: store.fs.delete_file(store.path(f"{lease.PREFIX}{held.seq:06d}.json")), store,
+                       fast)
+    finally:
+        held.release()
 
 
 def test_on_s3_a_new_sweep_that_wrote_nothing_leaves_nothing(s3_store):

@@ -267,3 +267,6 @@ def test_a_bucket_gone_mid_sweep_stops_without_retrying(sweep_dir, monkeypatch):
     last = output.rstrip().splitlines()[-1]
     assert STOP.match(last) and last.startswith("error: storage refused a "), output[-4000:]
     assert "NO_SUCH_BUCKET" in last and "Traceback" not in output, output[-4000:]
+    # what could not be written is kept, whether a write or the lease's heartbeat met the empty storage first
+    # (the heartbeat then sees no lease and no sweep.json: an outage, not another driver's takeover)
+    assert str(sweep_dir / "spill") in last and any((sweep_dir / "spill").rglob("*.job")), output[-4000:]
