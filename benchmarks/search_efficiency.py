@@ -26,8 +26,12 @@ stops it; the output checks that for both ASHA sweeps. What is compared, for eac
               metric from sweep.json, val_acc; ties: lower val_loss). ASHA's = its recommendation: the best
               final metric among the cell's trials that trained longest, i.e. reached max_t where any did.
               Trials ASHA stopped early are not candidates (their last value is from a shorter horizon) unless
-              no trial of the cell got further (joint ASHA can stop a whole cell; the table shows the epoch);
-  agreement   |index(asha's lr) - index(fifo's lr)| <= 1 in the sorted lr grid, as a fraction of the cells.
+              no trial of the cell got further (joint ASHA can stop a whole cell; the table shows the epoch).
+              A diverged trial is never a candidate in either: its last val_acc is that of NaN weights;
+  agreement   |index(asha's lr) - index(fifo's lr)| <= 1 in the sorted lr grid, as a fraction of the cells
+              where fifo found a best lr (a cell where every lr diverged has none: shown "n/a", not counted).
+              Beside it, not a target: the cells whose pick's lr scored, in the fifo run, within one binomial
+              standard error of fifo's best (how much of a disagreement is the validation set's noise).
 
 `--scale S` trains on S x 49,000 images (the study: 50,000 minus its 1,000 validation images; capped
 by the data set's size, and the table header says what ran), validates on max(500, S x 1,000) and
@@ -37,6 +41,14 @@ the cells. Joint ASHA's figures are printed beside them (issue 14 held it to 35%
 lines are `joint_asha_epoch_fraction: <ratio>` and `joint_asha_best_lr_agreement: <fraction of cells>`,
 then the per-cell scope's `asha_epoch_fraction: <ratio>` and `asha_best_lr_agreement: <fraction of cells>`.
 (`--asha-scope joint|cell`, which ran one ASHA sweep per cell for "cell", is gone: every run has both scopes.)
+
+One ASHA sweep is one draw of the order in which its trials reached the rungs, and ASHA's decisions depend on
+it. `--replay N` re-runs each ASHA sweep's own scheduler on the full grid's recorded epochs (nothing trains;
+benchmarks/asha_replay.py): first with that sweep's own timing, which should give its figures back, then in
+the runner's order and in N random orders, printing each scope's median and 5-95% range and how often the
+per-cell targets are met. `--replay-asha GRACE:RF` adds per-cell ASHA settings that never ran.
+`--report-only --storage DIR` reports on (and replays) the sweeps an earlier run left in DIR, training
+nothing; it refuses flags that plan other trials or search settings than that run's.
 """
 from __future__ import annotations
 
@@ -58,6 +70,8 @@ EPOCH_TARGET, AGREEMENT_TARGET = 0.35, 0.90  # per-cell ASHA's
 STUDY_TRAIN, STUDY_VAL = 49_000, 1_000  # lr_window on full CIFAR-10: 50,000 training images, 1,000 held out
 MIN_VAL = 500  # below this the validation accuracy's noise (~2 points at 500) swamps neighbouring lrs
 # The representative slice: He vs N(0, 1), shallow vs deep, no BN (where the window moves most), both optimisers.
+SWEEPS = ("lr_window_fifo", "lr_window_asha", "lr_window_asha_cell")  # full grid, joint ASHA, per-cell ASHA
+SEARCH_KEYS = ("scheduler", "search_scope", "search_axes", "grace_period", "reduction_factor", "max_t")  # --report-only
 SLICE = dict(init=["he_normal", "normal"], depth=[2, 10], bn=[False], opt=["sgd", "adam"])
 
 
@@ -214,13 +228,22 @@ def ranked(trials, metric: str, mode: str):
         .sort_values(["_key", "_loss"], kind="stable")
 
 
+def candidates(trials, metric):
+    """The trials that can be a cell's best: a finite final metric, and not diverged. A diverged trial's last
+    val_acc is that of NaN weights (one class everywhere, ~0.10), the same for every lr, not a result."""
+    ok = trials[metric].notna()
+    if "status" in trials.columns:
+        ok &= trials["status"] != "diverged"
+    return trials[ok]
+
+
 def pick_fifo(trials, metric, mode):
-    finite = trials[trials[metric].notna()]
+    finite = candidates(trials, metric)
     return None if finite.empty else ranked(finite, metric, mode).iloc[0]
 
 
 def pick_asha(trials, metric, mode):
-    finite = trials[trials[metric].notna()]
+    finite = candidates(trials, metric)
     if finite.empty:
         return None
     furthest = finite[finite["epochs_completed"] == finite["epochs_completed"].max()]
@@ -229,6 +252,26 @@ def pick_asha(trials, metric, mode):
 
 def fmt_lr(lr: float) -> str:
     return f"{lr:.3g}"
+
+
+def parse_asha(text: str) -> tuple[int, float]:
+    """`GRACE:RF` of --replay-asha."""
+    grace, sep, rf = text.partition(":")
+    try:
+        parsed = int(grace), float(rf)
+    except ValueError:
+        parsed = None
+    if not sep or parsed is None or parsed[1] <= 1:
+        raise Usage(f"--replay-asha {text}: expected GRACE:RF, a whole number of epochs and a factor > 1 (e.g. 1:3)")
+    return parsed
+
+
+def wall_text(seconds: float) -> str:
+    return "n/a (--report-only)" if math.isnan(seconds) else f"{seconds:.1f} s"
+
+
+def yes_no(ok: bool | None) -> str:
+    return "n/a" if ok is None else "yes" if ok else "no"
 
 
 @dataclasses.dataclass
@@ -260,15 +303,17 @@ def same_trajectory(fifo, fifo_epochs, asha, asha_epochs, metric: str) -> tuple[
     return int(((a - b).abs() < 1e-9).sum() + (a.isna() & b.isna()).sum()), len(both)
 
 
-def judge(fifo, asha, cells, dims, lrs, metric: str, mode: str, epochs: int) -> dict:
+def judge(fifo, asha, cells, dims, lrs, metric: str, mode: str, epochs: int, n_val: int | None = None) -> dict:
     """Per cell, ASHA's pick against fifo's best lr: {"cells": [{name, text, steps, ok, epochs}], agree,
-    larger, smaller, cut_short, regrets}."""
-    out = dict(cells=[], agree=0, larger=[], smaller=[], cut_short=[], regrets=[])
+    counted, within_se, larger, smaller, cut_short, regrets}. A cell where every lr diverged under fifo has no
+    best lr, so no agreement to judge: it is shown ("n/a") but not counted. within_se (accuracy metrics, given
+    n_val): cells whose pick's lr scored, in the fifo run, within one binomial standard error of fifo's best."""
+    out = dict(cells=[], agree=0, counted=0, within_se=0, larger=[], smaller=[], cut_short=[], regrets=[])
     for config, labels in cells:
         name = cell_name(dims, config, labels)
         f_trials, a_trials = in_cell(fifo, config), in_cell(asha, config)
         f_best, a_best = pick_fifo(f_trials, metric, mode), pick_asha(a_trials, metric, mode)
-        steps, ok = "-", False
+        steps, ok = ("-", False) if f_best is not None else ("n/a", None)
         if a_best is None:
             text = "none (all diverged)"
         else:
@@ -284,10 +329,14 @@ def judge(fifo, asha, cells, dims, lrs, metric: str, mode: str, epochs: int) -> 
                 lost = (f_best[metric] - twin[metric].iloc[0]) * (1 if mode == "max" else -1) if len(twin) else math.nan
                 if not math.isnan(lost):
                     out["regrets"].append(lost)
+                    if n_val and metric.endswith("acc"):
+                        p = f_best[metric]
+                        out["within_se"] += lost <= math.sqrt(p * (1 - p) / n_val) + 1e-12
                 if not ok:
                     lost_txt = "its lr diverged in fifo" if math.isnan(lost) else f"{100 * lost:.1f} points lost"
                     (out["larger"] if d > 0 else out["smaller"]).append(f"{name} ({d:+d}, {lost_txt})")
-        out["agree"] += ok
+        out["agree"] += bool(ok)
+        out["counted"] += ok is not None
         out["cells"].append(dict(name=name, text=text, steps=steps, ok=ok,
                                  epochs=int(a_trials["epochs_completed"].sum())))
     return out
@@ -333,6 +382,68 @@ def notes(scope: Scope, judged: dict, fraction: float, agreement: float, sync: f
     return out
 
 
+@dataclasses.dataclass
+class Replayed:
+    """A scheduler to replay on fifo's recorded epochs: an ASHA sweep that ran (scope), or a per-cell ASHA
+    setting that did not (--replay-asha; scope None)."""
+    label: str
+    plan: object
+    per_cell: bool
+    scope: Scope | None = None
+
+
+def replays(args, replayed: list[Replayed], fifo_plan, fifo, fifo_epochs, cells, dims, lrs, metric, mode, epochs,
+            real) -> list[str]:
+    """Each scheduler re-run on fifo's recorded epochs (benchmarks/asha_replay.py): for a sweep that ran, with
+    its own timing first (it should give that sweep's figures back), then 1 trial per slot as fifo ran, with
+    fifo's epoch times, in the order the runner hands trials out and in --replay random orders: the spread of
+    the epoch fraction, the agreement and (per cell) how often the targets are met."""
+    import random
+
+    from benchmarks.asha_replay import concurrency, replay, replayed_trials, share, spread, timeline, trajectories
+    from sweeps.engine.search import make_scheduler
+    paths = trajectories(fifo, fifo_epochs, metric)
+    total = sum(len(p.seconds) for p in paths.values())
+    slots = args.replay_concurrency or concurrency(fifo)
+    rng = random.Random(args.replay_seed)
+    orders = [rng.sample(sorted(paths), len(paths)) for _ in range(args.replay)]
+    lines = [f"replay: each scheduler (make_scheduler of its sweep's plan) re-run on fifo's recorded epochs: for a "
+             f"sweep that ran, with its own timing (a fidelity check); then {slots} trials at a time with fifo's "
+             f"epoch times, in the runner's order and in {args.replay} random orders (seed {args.replay_seed}); "
+             "nothing trains"]
+    for r in replayed:
+        if r.plan.record() != fifo_plan.record():
+            lines.append(f"replay, {r.label}: skipped, its plan lists other trials than fifo's")
+            continue
+
+        def outcome(order, own_times=None):
+            scheduler = make_scheduler(r.plan)
+            scheduler.set_search_properties(metric, mode)
+            ran = replay(scheduler, paths, order, slots, metric, own_times)
+            judged = judge(fifo, replayed_trials(fifo, paths, ran, metric), cells, dims, lrs, metric, mode, epochs)
+            return sum(ran.values()) / total, judged["agree"] / judged["counted"] if judged["counted"] else math.nan
+
+        own = outcome(sorted(paths))
+        line = f"replay, {r.label}: "
+        if r.scope is not None:
+            timed = outcome(sorted(paths), timeline(r.scope.trials, r.scope.epochs))
+            line += (f"the sweep itself {real[r.scope.key][0]:.3f} of the epochs, agreement "
+                     f"{real[r.scope.key][1]:.3f}; its own start times and epoch times give {timed[0]:.3f}, "
+                     f"{timed[1]:.3f}; ")
+        line += f"the runner's order with fifo's epoch times gives {own[0]:.3f}, {own[1]:.3f}"
+        many = [outcome(order) for order in orders]
+        if many:
+            fractions, agreements = [m[0] for m in many], [m[1] for m in many]
+            line += (f"; random orders: epochs {spread(fractions)}, agreement {spread(agreements)} (median [5% .. "
+                     "95%])")
+            if r.per_cell:
+                line += (f"; epoch target met in {share(f <= EPOCH_TARGET for f in fractions)}, agreement target "
+                         f"in {share(a >= AGREEMENT_TARGET for a in agreements)}, both in "
+                         f"{share(f <= EPOCH_TARGET and a >= AGREEMENT_TARGET for f, a in many)} of the orders")
+        lines.append(line)
+    return lines
+
+
 def main(argv=None) -> int:
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="./data", help="folder holding cifar-10-batches-py (not downloaded here)")
@@ -356,6 +467,16 @@ def main(argv=None) -> int:
                    help="train on the GPU, N trials sharing it (default 0: on the CPU, one core per trial)")
     p.add_argument("--storage", default=None, help="keep the three sweeps here (default: a temporary folder, removed)")
     p.add_argument("--dry-run", action="store_true", help="check the flags, print the plan and exit; nothing trains")
+    p.add_argument("--replay", type=int, default=0, metavar="N",
+                   help="also re-run both ASHA scopes' schedulers on the full grid's recorded epochs in N random "
+                        "trial orders (nothing trains; benchmarks/asha_replay.py), for the figures' spread")
+    p.add_argument("--replay-seed", type=int, default=0, help="seed of the --replay orders (default 0)")
+    p.add_argument("--replay-asha", action="append", default=[], metavar="GRACE:RF",
+                   help="also replay per-cell ASHA with this grace period and reduction factor (none ran; repeatable)")
+    p.add_argument("--replay-concurrency", type=int, default=0, metavar="K",
+                   help="trials at once in the replays (default: as many as the full grid ran at once)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: report on the three sweeps an earlier run left in --storage (same flags)")
     args = p.parse_args(argv)
 
     try:  # the cheap checks first: the study's module imports torch
@@ -363,6 +484,9 @@ def main(argv=None) -> int:
             raise Usage(f"--scale {args.scale:g}: must be in (0, 1]")
         if args.trials_per_gpu < 0:
             raise Usage(f"--trials-per-gpu {args.trials_per_gpu}: must be >= 0 (0 = CPU only)")
+        if args.replay < 0 or args.replay_concurrency < 0:
+            raise Usage(f"--replay {args.replay} / --replay-concurrency {args.replay_concurrency}: must be >= 0")
+        replay_asha = [parse_asha(text) for text in args.replay_asha]
         if args.per_decade < 1:
             raise Usage(f"--per-decade {args.per_decade}: must be >= 1")
         lrs = lr_grid(args.lrs, args.per_decade)
@@ -376,8 +500,14 @@ def main(argv=None) -> int:
             raise Usage(f"--data-dir {args.data_dir}: no cifar-10-batches-py there (e.g. "
                         "../shared/data/cifar-10-subset), or pass --synthetic")
         storage = Path(args.storage).expanduser() if args.storage else None
-        if storage is not None and (any(storage.glob("lr_window_fifo")) or any(storage.glob("lr_window_asha*"))):
-            raise Usage(f"--storage {storage}: already holds an lr_window_fifo/asha sweep; choose another folder")
+        if args.report_only:
+            missing = [n for n in SWEEPS if not (storage and (storage / n / "sweep.json").exists())]
+            if storage is None or missing:
+                raise Usage(f"--report-only: {'no --storage given' if storage is None else storage} holds no "
+                            f"{', '.join(missing)} sweep; pass the --storage of an earlier run")
+        elif storage is not None and (any(storage.glob("lr_window_fifo")) or any(storage.glob("lr_window_asha*"))):
+            raise Usage(f"--storage {storage}: already holds an lr_window_fifo/asha sweep; choose another folder "
+                        "(or add --report-only to report on it)")
         from sweeps.lr_window import SWEEP
         epochs = SWEEP.fixed["epochs"] if args.epochs is None else args.epochs
         if epochs < 1:
@@ -412,9 +542,22 @@ def main(argv=None) -> int:
     # Everything the runner would refuse, refused now: before the header, before Ray, before any sweep.
     from sweeps.engine.runner import parse_args, plan
     from trainables.config import ConfigError
+    plans = {}
     try:
-        for flags in (fifo_flags, *(s.flags for s in scopes)):
-            plan(sweep, parse_args([*common, *flags], "", "x"))
+        for name, flags in zip(SWEEPS, (fifo_flags, *(s.flags for s in scopes))):
+            planned = plans[name] = plan(sweep, parse_args([*common, *flags], "", "x"))
+            if args.report_only:
+                record = json.loads((storage / name / "sweep.json").read_text())
+                ran = {k: record.get("search", {}).get(k) for k in SEARCH_KEYS}
+                if record.get("plan") != planned.record() or ran != {k: planned.search.get(k) for k in SEARCH_KEYS}:
+                    raise ConfigError(f"--report-only: {storage / name} ran other trials or search settings than "
+                                      "these flags plan; pass the flags of its run (its '# rerun:' line)")
+        for g, rf in replay_asha:
+            if not 1 <= g <= epochs:
+                raise ConfigError(f"--replay-asha {g}:{rf:g}: the grace period must be in 1 .. --epochs ({epochs})")
+            plans[(g, rf)] = plan(sweep, parse_args([*common, "--scheduler", "asha", "--grace-period", str(g),
+                                                     "--reduction-factor", f"{rf:g}", "--search-scope", "cell",
+                                                     "--search-axis", "lr"], "", "x"))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -432,7 +575,10 @@ def main(argv=None) -> int:
              *(["--per-decade", str(args.per_decade)] if ":" in args.lrs else []),
              "--cells", args.cells, *[a for c in args.cell for a in ("--cell", c)],
              "--grace-period", str(args.grace_period), "--reduction-factor", f"{args.reduction_factor:g}",
-             *(["--trials-per-gpu", str(args.trials_per_gpu)] if args.trials_per_gpu else [])]
+             *(["--trials-per-gpu", str(args.trials_per_gpu)] if args.trials_per_gpu else []),
+             *(["--replay", str(args.replay), "--replay-seed", str(args.replay_seed)] if args.replay else []),
+             *(["--replay-concurrency", str(args.replay_concurrency)] if args.replay_concurrency else []),
+             *[a for text in args.replay_asha for a in ("--replay-asha", text)]]
     rungs = asha_rungs(args.grace_period, args.reduction_factor, epochs)
     print(describe(torch.device("cuda" if args.trials_per_gpu else "cpu")))
     print(f"# rerun: {shlex.join(rerun)}")
@@ -455,11 +601,13 @@ def main(argv=None) -> int:
     with contextlib.ExitStack() as stack:
         root = storage or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="search_efficiency_")))
         base = [*common, "--storage", str(root)]
-        print("# running the fifo sweep ...", file=sys.stderr, flush=True)
-        fifo_wall = run_sweep(sweep, "lr_window_fifo", [*base, *fifo_flags])
-        for scope in scopes:
-            print(f"# running the {scope.label} sweep ...", file=sys.stderr, flush=True)
-            scope.wall = run_sweep(sweep, scope.name, [*base, *scope.flags])
+        fifo_wall = math.nan
+        if not args.report_only:
+            print("# running the fifo sweep ...", file=sys.stderr, flush=True)
+            fifo_wall = run_sweep(sweep, "lr_window_fifo", [*base, *fifo_flags])
+            for scope in scopes:
+                print(f"# running the {scope.label} sweep ...", file=sys.stderr, flush=True)
+                scope.wall = run_sweep(sweep, scope.name, [*base, *scope.flags])
         fifo, fifo_epochs, search = read_sweep(root / "lr_window_fifo")
         for scope in scopes:
             scope.trials, scope.epochs, scope.search = read_sweep(root / scope.name)
@@ -472,9 +620,9 @@ def main(argv=None) -> int:
     print(f"# data: {source}, {ran_train:,} training and {ran_val:,} validation images per trial"
           + (f" (asked for {n_train:,}: the data set has fewer)" if ran_train < n_train else "")
           + f"; test set cut to {val:,} (unused here); metric {metric} ({mode}), from sweep.json")
-    print(f"# wall: fifo sweep {fifo_wall:.1f} s ({fifo['train_seconds'].sum():.0f} s of training in its trials); "
-          + "; ".join(f"{s.label} sweep {s.wall:.1f} s ({s.trials['train_seconds'].sum():.0f} s of training)"
-                      for s in scopes))
+    print(f"# wall: fifo sweep {wall_text(fifo_wall)} ({fifo['train_seconds'].sum():.0f} s of training in its "
+          "trials); " + "; ".join(f"{s.label} sweep {wall_text(s.wall)} ({s.trials['train_seconds'].sum():.0f} s "
+                                  "of training)" for s in scopes))
     print(f"# search scope in sweep.json: {joint.name} {joint.search.get('search_scope')!r}, "
           f"{per_cell.name} {per_cell.search.get('search_scope')!r} "
           f"(searched inside a cell: {', '.join(per_cell.search.get('search_axes') or []) or 'nothing'})")
@@ -494,7 +642,7 @@ def main(argv=None) -> int:
                           else "none (all diverged)", int(f_trials["epochs_completed"].sum())))
         if f_best is not None and metric.endswith("acc") and f_best[metric] < chance + noise:
             untrainable.append(name)
-    judged = {s.key: judge(fifo, s.trials, cells, dims, lrs, metric, mode, epochs) for s in scopes}
+    judged = {s.key: judge(fifo, s.trials, cells, dims, lrs, metric, mode, epochs, ran_val) for s in scopes}
     j, c = judged["joint"], judged["cell"]
 
     print(f"\n| cell | fifo best lr ({metric}) | joint asha pick ({metric}) | per-cell asha pick ({metric}) "
@@ -502,15 +650,16 @@ def main(argv=None) -> int:
           "| epochs fifo | epochs joint asha | epochs per-cell asha |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (f_txt, f_ep), jc, cc in zip(fifo_rows, j["cells"], c["cells"]):
-        print(f"| {jc['name']} | {f_txt} | {jc['text']} | {cc['text']} | {jc['steps']} | {'yes' if jc['ok'] else 'no'} "
-              f"| {cc['steps']} | {'yes' if cc['ok'] else 'no'} | {f_ep} | {jc['epochs']} | {cc['epochs']} |")
+        print(f"| {jc['name']} | {f_txt} | {jc['text']} | {cc['text']} | {jc['steps']} | {yes_no(jc['ok'])} "
+              f"| {cc['steps']} | {yes_no(cc['ok'])} | {f_ep} | {jc['epochs']} | {cc['epochs']} |")
     total_f = int(fifo["epochs_completed"].sum())
     totals = {s.key: int(s.trials["epochs_completed"].sum()) for s in scopes}
-    print(f"| total | | | | | {j['agree']}/{len(cells)} | | {c['agree']}/{len(cells)} | {total_f} "
+    print(f"| total | | | | | {j['agree']}/{j['counted']} | | {c['agree']}/{c['counted']} | {total_f} "
           f"| {totals['joint']} | {totals['cell']} |")
 
     fraction = {k: totals[k] / total_f for k in totals}
-    agreement = {k: judged[k]["agree"] / len(cells) for k in judged}
+    agreement = {k: judged[k]["agree"] / judged[k]["counted"] if judged[k]["counted"] else math.nan for k in judged}
+    uncounted = len(cells) - c["counted"]
     sync = halving_fraction(rungs, args.reduction_factor, epochs)
 
     def statuses(trials):
@@ -525,11 +674,17 @@ def main(argv=None) -> int:
           f"{100 * EPOCH_TARGET:.0f}%: {'met' if fraction['cell'] <= EPOCH_TARGET else 'MISSED'}); joint asha "
           f"{totals['joint']} = {100 * fraction['joint']:.1f}%; synchronous successive halving on these rungs: "
           f"{100 * sync:.1f}%")
-    print(f"agreement within one grid step: per-cell asha {c['agree']} of {len(cells)} cells = "
+    print(f"agreement within one grid step: per-cell asha {c['agree']} of {c['counted']} cells = "
           f"{100 * agreement['cell']:.1f}% (target >= {100 * AGREEMENT_TARGET:.0f}%: "
-          f"{'met' if agreement['cell'] >= AGREEMENT_TARGET else 'MISSED'}); joint asha {j['agree']} of {len(cells)} "
+          f"{'met' if agreement['cell'] >= AGREEMENT_TARGET else 'MISSED'}); joint asha {j['agree']} of {j['counted']} "
           f"= {100 * agreement['joint']:.1f}%; mean points of {metric} lost at the pick's lr (fifo run): "
-          f"per-cell {lost('cell')}, joint {lost('joint')}")
+          f"per-cell {lost('cell')}, joint {lost('joint')}"
+          + (f"; {uncounted} cell(s) where every lr diverged under fifo have no best lr and are not counted"
+             if uncounted else ""))
+    if metric.endswith("acc"):
+        print(f"within noise (not a target): the pick's lr scored, in the fifo run, within one binomial standard "
+              f"error of fifo's best {metric} ({ran_val} validation images) in {c['within_se']} of {c['counted']} "
+              f"cells per cell, {j['within_se']} of {j['counted']} joint")
     checks = []
     for s in scopes:
         same, n = same_trajectory(fifo, fifo_epochs, s.trials, s.epochs, metric)
@@ -537,6 +692,12 @@ def main(argv=None) -> int:
                       + ("" if same == n else " (not bit-reproducible here: part of any disagreement is noise)"))
     print("same-trajectory check: " + "; ".join(checks))
 
+    if args.replay or replay_asha:
+        replayed = [Replayed(s.label, plans[s.name], s.key == "cell", s) for s in scopes] + [
+            Replayed(f"per-cell asha, grace {g}, reduction factor {rf:g}", plans[(g, rf)], True) for g, rf in replay_asha]
+        for line in replays(args, replayed, plans["lr_window_fifo"], fifo, fifo_epochs, cells, dims, lrs, metric,
+                            mode, epochs, {k: (fraction[k], agreement[k]) for k in fraction}):
+            print(line)
     for s in (per_cell, joint):
         for note in notes(s, judged[s.key], fraction[s.key], agreement[s.key], sync, rungs, epochs, untrainable,
                           metric, ran_val, targets=s is per_cell):

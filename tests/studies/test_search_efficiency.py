@@ -52,9 +52,9 @@ def test_tiny_run_reports_epochs_and_agreement_for_every_cell_at_both_scopes(tmp
     fifo_total, joint_total, cell_total = (int(v) for v in rows["total"].strip(" |").split("|")[-3:])
     assert cell_total / fifo_total == pytest.approx(values["asha_epoch_fraction"], abs=1e-3)
     assert joint_total / fifo_total == pytest.approx(values["joint_asha_epoch_fraction"], abs=1e-3)
-    agreed = [v.strip() for v in rows["total"].strip(" |").split("|") if "/" in v]
-    assert [int(a.split("/")[0]) / 2 for a in agreed] == [values["joint_asha_best_lr_agreement"],
-                                                          values["asha_best_lr_agreement"]]
+    agreed = [v.strip().split("/") for v in rows["total"].strip(" |").split("|") if "/" in v]
+    assert [int(k) / int(n) for k, n in agreed] == [values["joint_asha_best_lr_agreement"],
+                                                    values["asha_best_lr_agreement"]]
     assert "# rerun: python benchmarks/search_efficiency.py" in out.stdout and "--asha-scope" not in out.stdout
     wall = next(line for line in out.stdout.splitlines() if line.startswith("# wall: "))
     assert "fifo sweep" in wall and "joint asha sweep" in wall and "per-cell asha sweep" in wall
@@ -73,6 +73,23 @@ def test_tiny_run_reports_epochs_and_agreement_for_every_cell_at_both_scopes(tmp
     assert search["lr_window_asha_cell"]["search_scope"] == "cell"
     assert search["lr_window_asha_cell"]["search_axes"] == ["lr"] and search["lr_window_asha_cell"]["cells"] == 2
 
+    # --report-only reads those sweeps back and reports the same figures, training nothing; --replay re-runs
+    # both ASHA scopes' schedulers on fifo's recorded epochs, and with each sweep's own timing must land on
+    # (near) that sweep's own figures
+    again = bench(*TINY, "--storage", str(tmp_path), "--report-only", "--replay", "3", "--replay-asha", "2:2",
+                  timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert last_lines(again.stdout) == values and "# wall: fifo sweep n/a (--report-only)" in again.stdout
+    replayed = [line for line in again.stdout.splitlines() if line.startswith("replay, ")]
+    assert [line.split(":")[0] for line in replayed] == ["replay, joint asha", "replay, per-cell asha",
+                                                         "replay, per-cell asha, grace 2, reduction factor 2"]
+    assert "the sweep itself" not in replayed[2] and "of the orders" in replayed[2]  # a setting that never ran
+    assert "3 random orders (seed 0)" in again.stdout and "of the orders" in replayed[1]
+    assert f"the sweep itself {values['asha_epoch_fraction']:.3f} of the epochs" in replayed[1]
+    assert "replay" not in out.stdout  # off unless asked for
+    other = bench(*TINY, "--reduction-factor", "2", "--storage", str(tmp_path), "--report-only", timeout=300)
+    assert other.returncode == 2 and other.stdout == "" and "ran other trials or search settings" in other.stderr
+
 
 BAD = {
     "scale zero": (["--scale", "0"], "--scale 0: must be in (0, 1]"),
@@ -84,6 +101,10 @@ BAD = {
     "unknown flag": (["--scheduler", "asha"], "unrecognized arguments"),
     "the old scope option": (["--asha-scope", "cell"], "unrecognized arguments"),
     "negative trials per GPU": (["--trials-per-gpu", "-1"], "--trials-per-gpu -1: must be >= 0"),
+    "negative replays": (["--replay", "-1"], "--replay -1 / --replay-concurrency 0: must be >= 0"),
+    "report on nothing": (["--report-only"], "holds no lr_window_fifo, lr_window_asha, lr_window_asha_cell sweep"),
+    "a replayed setting without a factor": (["--replay-asha", "1"], "--replay-asha 1: expected GRACE:RF"),
+    "a replayed grace beyond the epochs": (["--epochs", "3", "--replay-asha", "4:3"], "--replay-asha 4:3: the grace"),
 }
 
 
