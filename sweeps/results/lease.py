@@ -304,7 +304,8 @@ class Lease:
 
     def renew(self) -> bool:
         """One heartbeat: True while the lease is still this driver's; False (and `lost`) once another driver
-        holds a higher generation, or this generation's file names another driver, or it is gone."""
+        holds a higher generation, or this generation's file names another driver, or it is gone while the
+        sweep's sweep.json is not. StorageError where both are gone: storage wiped, not a takeover."""
         with self._lock:
             if self.lost or self._stop.is_set():
                 return not self.lost
