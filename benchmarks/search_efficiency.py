@@ -694,7 +694,8 @@ def main(argv=None) -> int:
 
     if args.replay or replay_asha:
         replayed = [Replayed(s.label, plans[s.name], s.key == "cell", s) for s in scopes] + [
-            Replayed(f"per-cell asha, grace {g}, reduction factor {rf:g}", plans[(g, rf)], True) for g, rf in replay_asha]
+            Replayed(f"per-cell asha, grace {g}, reduction factor {rf:g}", plans[(g, rf)], True)
+            for g, rf in replay_asha]
         for line in replays(args, replayed, plans["lr_window_fifo"], fifo, fifo_epochs, cells, dims, lrs, metric,
                             mode, epochs, {k: (fraction[k], agreement[k]) for k in fraction}):
             print(line)
