@@ -245,12 +245,16 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 # --- two nodes from `ray start`, everything on S3 ------------------------------------------------
 
+# Alive is not enough: a node's CPUs reach the cluster's view a little later, and a sweep started before that
+# packs every trial onto the head (seen once in CI on a loaded 2-core machine). So also wait until all of
+# the nodes' CPUs (2 each, start_node) are free to schedule on.
 ALIVE_NODES = """import json, sys, time, ray
 ray.init(address=sys.argv[1], logging_level="error")
 deadline = time.time() + 120
 while True:
     alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
-    if len(alive) >= int(sys.argv[2]) or time.time() > deadline:
+    free = ray.available_resources().get("CPU", 0)
+    if (len(alive) >= int(sys.argv[2]) and free >= 2 * int(sys.argv[2])) or time.time() > deadline:
         break
     time.sleep(1)
 print(json.dumps(alive))
