@@ -395,8 +395,8 @@ class Replayed:
 def replays(args, replayed: list[Replayed], fifo_plan, fifo, fifo_epochs, cells, dims, lrs, metric, mode, epochs,
             real) -> list[str]:
     """Each scheduler re-run on fifo's recorded epochs (benchmarks/asha_replay.py): for a sweep that ran, with
-    its own timing first (it should give that sweep's figures back), then 1 trial per slot as fifo ran, with
-    fifo's epoch times, in the order the runner hands trials out and in --replay random orders: the spread of
+    its own timing first (it should give that sweep's figures back), then as many trials at once as fifo ran,
+    with fifo's epoch times, in the order the runner hands trials out and in --replay random orders: the spread of
     the epoch fraction, the agreement and (per cell) how often the targets are met."""
     import random
 
